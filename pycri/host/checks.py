@@ -1,0 +1,169 @@
+"""Host prerequisites, checked by ``pycri doctor`` and at daemon start.
+
+Each check returns a :class:`Check` with what was found and, when it fails, how
+to fix it. ``FATAL`` checks stop the daemon; ``ERROR`` ones make a feature
+unavailable (the daemon reports it in Status); ``WARN`` ones are degradations.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pycri.config import Config
+from pycri.host import cgroups
+
+NAMESPACES = ("mnt", "uts", "ipc", "pid", "net", "user", "cgroup")
+CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
+CAP_SYS_RESOURCE = 24
+
+
+class Severity(enum.Enum):
+    OK = "ok"
+    WARN = "warn"
+    ERROR = "error"
+    FATAL = "fatal"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    severity: Severity
+    detail: str
+    fix: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.severity is Severity.OK
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["severity"] = self.severity.value
+        return data
+
+
+def _ok(name: str, detail: str) -> Check:
+    return Check(name, Severity.OK, detail)
+
+
+def check_namespaces(proc: Path = Path("/proc/self/ns")) -> Check:
+    missing = [ns for ns in NAMESPACES if not (proc / ns).exists()]
+    if missing:
+        return Check(
+            "kernel namespaces",
+            Severity.FATAL,
+            f"missing: {', '.join(missing)}",
+            "use a kernel built with CONFIG_NAMESPACES and all namespace types",
+        )
+    return _ok("kernel namespaces", ", ".join(NAMESPACES))
+
+
+def check_overlayfs(filesystems: Path = Path("/proc/filesystems")) -> Check:
+    text = filesystems.read_text() if filesystems.exists() else ""
+    if any(line.split()[-1:] == ["overlay"] for line in text.splitlines()):
+        return _ok("overlayfs", "overlay filesystem available")
+    return Check(
+        "overlayfs", Severity.ERROR, "overlay is not in /proc/filesystems", "modprobe overlay (and add it to /etc/modules-load.d)"
+    )
+
+
+def check_cgroups(mounts: Path = Path("/proc/self/mounts")) -> Check:
+    found = cgroups.detect(mounts)
+    if found.layout is cgroups.Layout.NONE:
+        return Check("cgroups", Severity.FATAL, "no cgroup filesystem mounted", "mount cgroup2 on /sys/fs/cgroup")
+    if found.layout is cgroups.Layout.V2:
+        return _ok("cgroups", f"v2 (unified) at {found.unified}")
+    needed = {"cpu", "memory", "pids", "cpuset"} - set(found.v1)
+    detail = f"{found.layout.value}: v1 controllers {', '.join(sorted(found.v1))}"
+    if found.unified:
+        detail += f"; unified v2 at {found.unified}"
+    if needed:
+        return Check(
+            "cgroups",
+            Severity.ERROR,
+            detail + f"; missing {', '.join(sorted(needed))}",
+            "mount the missing v1 controllers or boot with cgroup v2",
+        )
+    return _ok("cgroups", detail)
+
+
+def check_binary(name: str, path: str, fix: str, severity: Severity = Severity.ERROR) -> Check:
+    if os.path.isfile(path) and os.access(path, os.X_OK):
+        return _ok(name, path)
+    return Check(name, severity, f"{path} not found or not executable", fix)
+
+
+def find_cni_plugin(plugin: str, bin_dirs: Iterable[str]) -> str | None:
+    for directory in bin_dirs:
+        candidate = os.path.join(directory, plugin)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def check_cni_plugins(bin_dirs: list[str]) -> Check:
+    missing = [p for p in CNI_PLUGINS if find_cni_plugin(p, bin_dirs) is None]
+    if missing:
+        return Check(
+            "CNI plugins",
+            Severity.ERROR,
+            f"not found in {':'.join(bin_dirs)}: {', '.join(missing)}",
+            "apt-get install containernetworking-plugins",
+        )
+    return _ok("CNI plugins", ", ".join(CNI_PLUGINS))
+
+
+def check_writable_dir(name: str, path: str) -> Check:
+    directory = Path(path)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".pycri-doctor-"):
+            pass
+    except OSError as exc:
+        return Check(name, Severity.FATAL, f"{path}: {exc.strerror}", f"run as root, or set {name} to a writable directory")
+    return _ok(name, f"{path} writable")
+
+
+def has_capability(cap: int, status: Path = Path("/proc/self/status")) -> bool:
+    for line in status.read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> cap & 1)
+    return False
+
+
+def check_sys_resource() -> Check:
+    if has_capability(CAP_SYS_RESOURCE):
+        return _ok("CAP_SYS_RESOURCE", "negative oom_score_adj can be set")
+    return Check(
+        "CAP_SYS_RESOURCE",
+        Severity.WARN,
+        "missing: oom_score_adj below the daemon's own is clamped to it",
+        "run pycri with CAP_SYS_RESOURCE to honour negative oom_score_adj",
+    )
+
+
+def run_all(cfg: Config) -> list[Check]:
+    checks = [
+        check_namespaces(),
+        check_overlayfs(),
+        check_cgroups(),
+        check_writable_dir("root_dir", cfg.root_dir),
+        check_writable_dir("state_dir", cfg.state_dir),
+        check_writable_dir("socket directory", str(Path(cfg.socket).parent)),
+    ]
+    for name, handler in cfg.runtimes.items():
+        severity = Severity.ERROR if name == cfg.default_runtime else Severity.WARN
+        checks.append(check_binary(f"runtime {name}", handler.path, f"apt-get install {Path(handler.path).name}", severity))
+    checks.append(check_binary("conmon", cfg.conmon, "apt-get install conmon"))
+    checks.append(check_binary("infra process", cfg.infra_command[0], "apt-get install catatonit"))
+    checks.append(check_cni_plugins(cfg.cni.bin_dirs))
+    criu = shutil.which("criu") or "/usr/sbin/criu"
+    checks.append(check_binary("criu", criu, "apt-get install criu (needed for checkpoints only)", Severity.WARN))
+    checks.append(check_sys_resource())
+    return checks
