@@ -1,0 +1,5 @@
+import sys
+
+from pycri.cli import main
+
+sys.exit(main())

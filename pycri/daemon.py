@@ -1,0 +1,158 @@
+"""The pycri daemon: start-up, serving, graceful shutdown.
+
+Start-up order: take the daemon lock (one daemon per state dir), run the host
+checks, open the state database, build the domain, then bind the sockets
+(mode 0660) and serve. SIGTERM/SIGINT stop accepting new calls, let in-flight
+calls finish (up to ``SHUTDOWN_GRACE``) and close the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+
+import pycri
+from pycri.config import Config
+from pycri.host import checks
+from pycri.node import Node
+from pycri.oci import handlers_from_config
+from pycri.server.app import build_server
+from pycri.server.runtime_info import RuntimeInfoService
+from pycri.store import Store
+
+log = logging.getLogger("pycri.daemon")
+
+SHUTDOWN_GRACE = 30.0
+SOCKET_MODE = 0o660
+
+
+class DaemonError(RuntimeError):
+    """The daemon cannot start; the message says why."""
+
+
+def socket_in_use(path: Path) -> bool:
+    """True if a live process accepts connections on the unix socket ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK):
+                return False
+            raise
+        return True
+
+
+def prepare_socket(path: Path) -> None:
+    """Refuse a socket a live daemon holds; remove a stale one."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
+    if path.exists() or path.is_symlink():
+        if socket_in_use(path):
+            raise DaemonError(f"{path}: another daemon is serving on this socket")
+        log.info("removing stale socket %s", path)
+        path.unlink()
+
+
+@contextlib.contextmanager
+def daemon_lock(state_dir: Path) -> Iterator[None]:
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+    fd = os.open(state_dir / "pycri.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DaemonError(f"{state_dir}: another pycri daemon is running with this state_dir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+class Daemon:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.store: Store | None = None
+        self.servers: list[grpc.aio.Server] = []
+        self.bound: list[Path] = []
+        self._stop = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def _bind(self, server: grpc.aio.Server, path: Path) -> None:
+        prepare_socket(path)
+        old = os.umask(0o117)
+        try:
+            server.add_insecure_port(f"unix:{path}")
+            await server.start()
+        finally:
+            os.umask(old)
+        self.bound.append(path)
+        os.chmod(path, SOCKET_MODE)
+        log.info("serving on unix://%s", path)
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        results = await asyncio.to_thread(checks.run_all, cfg)
+        for check in results:
+            if check.severity is checks.Severity.OK:
+                log.debug("host check %s: %s", check.name, check.detail)
+            else:
+                log.warning("host check %s: %s (fix: %s)", check.name, check.detail, check.fix)
+        fatal = [c for c in results if c.severity is checks.Severity.FATAL]
+        if fatal:
+            raise DaemonError("; ".join(f"{c.name}: {c.detail}" for c in fatal))
+        await asyncio.to_thread(Path(cfg.root_dir).mkdir, parents=True, exist_ok=True, mode=0o711)
+        self.store = await Store.open(cfg.database)
+        handlers = handlers_from_config(cfg)
+        node = Node(cfg, self.store, handlers)
+        await node.load()
+        families: list[object] = [RuntimeInfoService(node)]
+        main = build_server(families)
+        self.servers.append(main)
+        await self._bind(main, Path(cfg.socket))
+        if cfg.image_socket:
+            images = build_server(families, images_only=True)
+            self.servers.append(images)
+            await self._bind(images, Path(cfg.image_socket))
+
+    async def stop(self) -> None:
+        log.info("shutting down: finishing in-flight calls (up to %.0fs)", SHUTDOWN_GRACE)
+        await asyncio.gather(*(s.stop(SHUTDOWN_GRACE) for s in self.servers))
+        for path in self.bound:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        if self.store is not None:
+            await self.store.close()
+        log.info("stopped")
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self.start()
+            log.info("pycri %s ready", pycri.__version__)
+            await self._stop.wait()
+        finally:
+            await self.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+
+def run(cfg: Config) -> None:
+    with daemon_lock(Path(cfg.state_dir)):
+        asyncio.run(Daemon(cfg).run())

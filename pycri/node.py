@@ -1,0 +1,125 @@
+"""Node-wide runtime state: readiness conditions, handler features, pod CIDR.
+
+``RuntimeReady`` is true when the default OCI runtime answers ``--version`` and
+conmon is installed; ``NetworkReady`` when the default CNI network loads and
+all of its plugins are found. Both are computed on each call from real checks
+(the runtime probe is cached while its binary is unchanged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from pycri.config import Config
+from pycri.errors import InvalidArgument
+from pycri.host import checks
+from pycri.network import cni
+from pycri.oci import OCIRuntime
+from pycri.store import Store
+
+log = logging.getLogger("pycri.node")
+
+RUNTIME_READY = "RuntimeReady"
+NETWORK_READY = "NetworkReady"
+POD_CIDR_KEY = "pod_cidr"
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: bool
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class HandlerFeatures:
+    name: str
+    recursive_read_only_mounts: bool
+    user_namespaces: bool
+
+
+class Node:
+    def __init__(self, cfg: Config, store: Store, handlers: dict[str, OCIRuntime]) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.handlers = handlers
+        self.pod_cidr = ""
+
+    async def load(self) -> None:
+        self.pod_cidr = await self.store.get_meta(POD_CIDR_KEY) or ""
+
+    async def set_pod_cidr(self, cidr: str) -> None:
+        """Store the pod CIDR kubelet sends (UpdateRuntimeConfig); CNI gets it on pod set-up."""
+        if cidr:
+            try:
+                for part in cidr.split(","):
+                    ipaddress.ip_network(part.strip(), strict=False)
+            except ValueError as exc:
+                raise InvalidArgument(f"runtime_config.network_config.pod_cidr: {cidr!r} is not a CIDR: {exc}") from exc
+        else:
+            return  # kubelet sends an empty CIDR before the node has one: keep what we have
+        if cidr != self.pod_cidr:
+            await self.store.set_meta(POD_CIDR_KEY, cidr)
+            log.info("pod CIDR set to %s", cidr)
+            self.pod_cidr = cidr
+
+    async def runtime_condition(self) -> Condition:
+        handler = self.handlers[self.cfg.default_runtime]
+        probe = await handler.probe()
+        if not probe.ok:
+            return Condition(RUNTIME_READY, False, "OCIRuntimeNotReady", probe.message)
+        conmon = await asyncio.to_thread(checks.check_binary, "conmon", self.cfg.conmon, "")
+        if not conmon.ok:
+            return Condition(RUNTIME_READY, False, "ConmonNotFound", f"conmon {self.cfg.conmon} not found or not executable")
+        return Condition(RUNTIME_READY, True)
+
+    async def network_condition(self) -> Condition:
+        ready, message = await asyncio.to_thread(cni.readiness, Path(self.cfg.cni.conf_dir), self.cfg.cni.bin_dirs)
+        if ready:
+            return Condition(NETWORK_READY, True)
+        return Condition(NETWORK_READY, False, "NetworkPluginNotReady", f"Network plugin returns error: {message}")
+
+    async def conditions(self) -> list[Condition]:
+        return [await self.runtime_condition(), await self.network_condition()]
+
+    async def handler_features(self) -> list[HandlerFeatures]:
+        """Features per handler, the default one also under the empty name as kubelet expects.
+
+        Recursive read-only mounts and user namespaces are reported false until
+        pycri's container code implements them, whatever the OCI runtime offers.
+        """
+        names = ["", *self.handlers]
+        return [HandlerFeatures(name=n, recursive_read_only_mounts=False, user_namespaces=False) for n in names]
+
+    async def verbose_info(self) -> dict[str, str]:
+        """JSON documents for ``Status(verbose=true)``: the effective config and what was found."""
+        networks, errors = await asyncio.to_thread(cni.load_networks, Path(self.cfg.cni.conf_dir))
+        handlers = {}
+        for name, handler in self.handlers.items():
+            probe = await handler.probe()
+            handlers[name] = {
+                "path": handler.path,
+                "root": handler.root,
+                "ok": probe.ok,
+                "version": probe.version,
+                "message": probe.message,
+            }
+        return {
+            "config": self.cfg.to_json(),
+            "cni": json.dumps(
+                {
+                    "confDir": self.cfg.cni.conf_dir,
+                    "binDirs": self.cfg.cni.bin_dirs,
+                    "networks": [{"name": n.name, "source": str(n.source), "plugins": n.plugin_types} for n in networks],
+                    "errors": errors,
+                    "podCIDR": self.pod_cidr,
+                }
+            ),
+            "runtimeHandlers": json.dumps(handlers),
+        }

@@ -1,0 +1,169 @@
+"""From RPC families to gRPC handlers, with the per-call interceptor.
+
+A *family* is a plain object whose methods are named after RPCs
+(``async def Version(self, request) -> VersionResponse``; server-streaming
+RPCs are async generators). :func:`service_handler` walks a service's
+descriptor, so every RPC of the API is registered: one a family implements is
+wrapped by :func:`intercept` (debug log of method, duration and status;
+domain errors mapped to their gRPC code; anything unexpected becomes INTERNAL
+with a message instead of a crashed daemon), one nobody implements answers
+UNIMPLEMENTED saying so.
+
+The interception is done when the table is built rather than with a
+``grpc.aio.ServerInterceptor``: the behaviour is the same, and it spares every
+call the interceptor's extra handler look-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import DecodeError, Message
+
+from pycri.api import api_pb2
+from pycri.errors import Code, CRIError, InvalidArgument
+
+log = logging.getLogger("pycri.rpc")
+
+GRPC_CODES: dict[Code, grpc.StatusCode] = {code: getattr(grpc.StatusCode, code.value) for code in Code}
+
+Unary = Callable[[Any], Awaitable[Message]]
+Streaming = Callable[[Any], AsyncIterator[Message]]
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _log_call(method: str, started: float, code: str, detail: str = "") -> None:
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    if detail:
+        log.debug("rpc %s %s %.3fms: %s", method, code, elapsed_ms, detail)
+    else:
+        log.debug("rpc %s %s %.3fms", method, code, elapsed_ms)
+
+
+async def _abort(context: Context, method: str, exc: BaseException, started: float) -> None:
+    if isinstance(exc, CRIError):
+        code, message = GRPC_CODES[exc.code], exc.message
+    else:
+        log.exception("rpc %s failed unexpectedly", method)
+        code, message = grpc.StatusCode.INTERNAL, f"pycri internal error in {method}: {type(exc).__name__}: {exc}"
+    if log.isEnabledFor(logging.DEBUG):
+        _log_call(method, started, code.name, message)
+    await context.abort(code, message)
+
+
+def _decoder(request_type: type[Message]) -> Callable[[bytes], Message]:
+    """Parse a request; a malformed one is INVALID_ARGUMENT naming its type (grpc would say UNKNOWN)."""
+    name = request_type.DESCRIPTOR.full_name
+
+    def decode(raw: bytes) -> Message:
+        try:
+            return request_type.FromString(raw)
+        except DecodeError as exc:
+            raise InvalidArgument(f"malformed {name}: {exc}") from None
+
+    return decode
+
+
+def intercept(method: str, impl: Unary, decode: Callable[[bytes], Message]) -> Callable[[bytes, Context], Awaitable[Message]]:
+    async def behaviour(raw: bytes, context: Context) -> Message:
+        started = time.perf_counter()
+        try:
+            response = await impl(decode(raw))
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            await _abort(context, method, exc, started)
+            raise  # abort raised already; keeps type checkers content
+        if log.isEnabledFor(logging.DEBUG):
+            _log_call(method, started, "OK")
+        return response
+
+    return behaviour
+
+
+def intercept_stream(
+    method: str, impl: Streaming, decode: Callable[[bytes], Message]
+) -> Callable[[bytes, Context], AsyncIterator[Message]]:
+    async def behaviour(raw: bytes, context: Context) -> AsyncIterator[Message]:
+        started = time.perf_counter()
+        try:
+            async for response in impl(decode(raw)):
+                yield response
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            await _abort(context, method, exc, started)
+            raise
+        if log.isEnabledFor(logging.DEBUG):
+            _log_call(method, started, "OK")
+
+    return behaviour
+
+
+def unimplemented_message(method: str) -> str:
+    return f"pycri does not implement {method} yet"
+
+
+def _unimplemented(method: str) -> Callable[[Any, Context], Awaitable[Message]]:
+    message = unimplemented_message(method)
+
+    async def behaviour(request: Any, context: Context) -> Message:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
+        raise AssertionError("unreachable")
+
+    return behaviour
+
+
+def _unimplemented_stream(method: str) -> Callable[[Any, Context], AsyncIterator[Message]]:
+    message = unimplemented_message(method)
+
+    async def behaviour(request: Any, context: Context) -> AsyncIterator[Message]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
+        yield api_pb2.VersionResponse()  # pragma: no cover - abort raised
+
+    return behaviour
+
+
+def _message_class(descriptor: Any) -> type[Message]:
+    cls: type[Message] = getattr(api_pb2, descriptor.name)
+    return cls
+
+
+def _find(families: Sequence[object], name: str) -> Any:
+    found = [getattr(f, name) for f in families if callable(getattr(f, name, None))]
+    if len(found) > 1:
+        raise RuntimeError(f"RPC {name} is implemented by more than one family")
+    return found[0] if found else None
+
+
+def implemented(service: ServiceDescriptor, families: Sequence[object]) -> list[str]:
+    """Names of the service's RPCs that ``families`` implement."""
+    return [m.name for m in service.methods if _find(families, m.name) is not None]
+
+
+def _method_handler(
+    service: ServiceDescriptor, method: MethodDescriptor, families: Sequence[object]
+) -> grpc.RpcMethodHandler[Any, Any]:
+    full = f"{service.full_name}/{method.name}"
+    impl = _find(families, method.name)
+    decode = _decoder(_message_class(method.input_type))
+    response = _message_class(method.output_type).SerializeToString
+    if method.client_streaming:
+        raise RuntimeError(f"{full}: client streaming is not part of the CRI")
+    if method.server_streaming:
+        stream = intercept_stream(full, impl, decode) if impl else _unimplemented_stream(full)
+        return grpc.unary_stream_rpc_method_handler(stream, response_serializer=response)
+    unary = intercept(full, impl, decode) if impl else _unimplemented(full)
+    return grpc.unary_unary_rpc_method_handler(unary, response_serializer=response)
+
+
+def service_handler(service: ServiceDescriptor, families: Sequence[object]) -> grpc.GenericRpcHandler[Any, Any]:
+    """A handler registering every RPC of ``service``, served by ``families`` where they implement it."""
+    handlers = {m.name: _method_handler(service, m, families) for m in service.methods}
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
