@@ -1,0 +1,5 @@
+"""The ``pycri`` command."""
+
+from pycri.cli.main import main
+
+__all__ = ["main"]
