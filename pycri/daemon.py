@@ -36,6 +36,21 @@ SHUTDOWN_GRACE = 30.0
 SOCKET_MODE = 0o660
 
 
+def sd_notify(state: str) -> None:
+    """Tell systemd about start-up and shutdown (``Type=notify``); a no-op elsewhere."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(address)
+            sock.sendall(state.encode())
+        except OSError as exc:
+            log.warning("cannot notify systemd (%s): %s", address, exc)
+
+
 class DaemonError(RuntimeError):
     """The daemon cannot start; the message says why."""
 
@@ -146,8 +161,10 @@ class Daemon:
         try:
             await self.start()
             log.info("pycri %s ready", pycri.__version__)
+            sd_notify("READY=1")
             await self._stop.wait()
         finally:
+            sd_notify("STOPPING=1")
             await self.stop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)

@@ -2,8 +2,9 @@
 
 ``RuntimeReady`` is true when the default OCI runtime answers ``--version`` and
 conmon is installed; ``NetworkReady`` when the default CNI network loads and
-all of its plugins are found. Both are computed on each call from real checks
-(the runtime probe is cached while its binary is unchanged).
+all of its plugins are found. Both come from real checks, redone when the last
+result is over a second old (the runtime probe is also cached while its binary
+is unchanged).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,7 @@ log = logging.getLogger("pycri.node")
 RUNTIME_READY = "RuntimeReady"
 NETWORK_READY = "NetworkReady"
 POD_CIDR_KEY = "pod_cidr"
+CONDITIONS_TTL = 1.0  # seconds a computed set of conditions is served before being checked again
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,9 @@ class Node:
         self.store = store
         self.handlers = handlers
         self.pod_cidr = ""
+        self._conditions: list[Condition] | None = None
+        self._conditions_at = 0.0
+        self._refresh = asyncio.Lock()
 
     async def load(self) -> None:
         self.pod_cidr = await self.store.get_meta(POD_CIDR_KEY) or ""
@@ -86,7 +92,18 @@ class Node:
         return Condition(NETWORK_READY, False, "NetworkPluginNotReady", f"Network plugin returns error: {message}")
 
     async def conditions(self) -> list[Condition]:
-        return [await self.runtime_condition(), await self.network_condition()]
+        """The conditions, at most ``CONDITIONS_TTL`` seconds old; one refresh runs at a time.
+
+        Like containerd's cached CNI state, this keeps Status (polled by kubelet)
+        free of file-system work on most calls.
+        """
+        if self._conditions is not None and time.monotonic() - self._conditions_at < CONDITIONS_TTL:
+            return self._conditions
+        async with self._refresh:
+            if self._conditions is None or time.monotonic() - self._conditions_at >= CONDITIONS_TTL:
+                self._conditions = [await self.runtime_condition(), await self.network_condition()]
+                self._conditions_at = time.monotonic()
+            return self._conditions
 
     async def handler_features(self) -> list[HandlerFeatures]:
         """Features per handler, the default one also under the empty name as kubelet expects.

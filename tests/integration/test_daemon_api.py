@@ -10,6 +10,8 @@ import socket
 import stat
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -71,19 +73,28 @@ def test_status_conditions_and_handlers(client: Client, daemon: DaemonProcess) -
     assert not status.info  # only with verbose
 
 
+def network_condition(client: Client, until: Callable[[api.RuntimeCondition], bool]) -> api.RuntimeCondition:
+    """NetworkReady once ``until`` holds; Status may serve conditions up to a second old."""
+    deadline = time.monotonic() + 5
+    while True:
+        cond = {c.type: c for c in client.status().status.conditions}["NetworkReady"]
+        if until(cond) or time.monotonic() > deadline:
+            return cond
+        time.sleep(0.1)
+
+
 def test_network_ready_follows_cni_config(client: Client, daemon: DaemonProcess) -> None:
     conf_dir = Path(daemon.cfg.cni.conf_dir)
     conf_dir.mkdir(parents=True)
     (conf_dir / "10-test.conflist").write_text(
         json.dumps({"cniVersion": "1.0.0", "name": "test", "plugins": [{"type": "bridge"}, {"type": "no-such-plugin"}]})
     )
-    network = {c.type: c for c in client.status().status.conditions}["NetworkReady"]
+    network = network_condition(client, lambda c: "no-such-plugin" in c.message)
     assert not network.status
-    assert "no-such-plugin" in network.message
     (conf_dir / "10-test.conflist").write_text(
         json.dumps({"cniVersion": "1.0.0", "name": "test", "plugins": [{"type": "bridge"}, {"type": "loopback"}]})
     )
-    network = {c.type: c for c in client.status().status.conditions}["NetworkReady"]
+    network = network_condition(client, lambda c: c.status)
     assert network.status, network.message
 
 

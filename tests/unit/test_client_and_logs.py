@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+from pathlib import Path
 
 import grpc
 import pytest
@@ -81,3 +83,16 @@ def test_json_log() -> None:
     assert doc["level"] == "info"
     assert doc["logger"] == "pycri.test"
     assert doc["time"].endswith("Z")
+
+
+def test_sd_notify(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pycri.daemon import sd_notify
+
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    sd_notify("READY=1")  # no systemd: nothing happens
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(path))
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+        sd_notify("READY=1")
+        assert listener.recv(64) == b"READY=1"
