@@ -1,0 +1,1 @@
+"""Images: references, registries, content store, unpack, image records."""
