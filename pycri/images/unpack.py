@@ -1,0 +1,456 @@
+"""Unpack one OCI/Docker image layer into a directory used as an overlayfs lower dir.
+
+Safety approach: the layer is untrusted. Entry names are normalized like tar
+does (leading ``/`` stripped, ``.`` dropped) and any ``..`` component is
+rejected. Every entry is created with ``*at`` calls relative to a descriptor
+of its parent directory, and that descriptor is reached by an openat-style walk
+from a descriptor of ``dest`` with ``O_NOFOLLOW | O_DIRECTORY`` at each step,
+so nothing is ever written *through* a symlink, not even one this layer just
+created (the symlink itself may point anywhere; it is just a link). Hardlink
+targets are resolved the same way and must already exist inside ``dest``.
+Final components are never followed either (``O_NOFOLLOW``, ``lchown``,
+``lsetxattr``, ``utimensat(AT_SYMLINK_NOFOLLOW)``).
+
+Whiteouts become overlayfs whiteouts: ``.wh.<name>`` a 0/0 character device,
+``.wh..wh..opq`` the ``trusted.overlay.opaque=y`` xattr. Following the OCI
+spec, a whiteout only hides what *lower* layers hold: an entry this layer
+writes stays, before or after its whiteout (a directory is then made opaque,
+which is how overlayfs says "this layer's version, nothing from below").
+
+The tar is read as a stream (``r|``), file data is copied in chunks, and the
+rest of the stream is drained at the end so a ``DigestingReader`` sees every
+uncompressed byte. Truncated or corrupt input raises ``UnpackError``.
+"""
+
+from __future__ import annotations
+
+import decimal
+import errno
+import gzip
+import hashlib
+import io
+import os
+import shutil
+import stat
+import tarfile
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Protocol, Self
+
+import zstandard
+
+from pycri.errors import CRIError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+__all__ = ["MEDIA_TYPES", "DigestingReader", "IdMap", "Readable", "UnpackError", "UnpackStats", "open_layer", "unpack_layer"]
+
+_OCI = "application/vnd.oci.image.layer"
+_DOCKER = "application/vnd.docker.image.rootfs"
+MEDIA_TYPES: dict[str, str] = {
+    f"{_OCI}.v1.tar": "tar",
+    f"{_OCI}.v1.tar+gzip": "gzip",
+    f"{_OCI}.v1.tar+zstd": "zstd",
+    f"{_OCI}.nondistributable.v1.tar": "tar",
+    f"{_OCI}.nondistributable.v1.tar+gzip": "gzip",
+    f"{_OCI}.nondistributable.v1.tar+zstd": "zstd",
+    f"{_DOCKER}.diff.tar.gzip": "gzip",
+    f"{_DOCKER}.foreign.diff.tar.gzip": "gzip",
+    f"{_DOCKER}.diff.tar.zstd": "zstd",
+}
+"""Layer media type -> compression ("tar" means none)."""
+
+IdMap = Callable[[int, int], tuple[int, int]]
+"""Maps the (uid, gid) in the tar to the (uid, gid) stored on disk; raise ValueError or KeyError if unmapped."""
+
+_CHUNK = 1 << 20
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_WH = ".wh."
+_WH_META = ".wh..wh."
+_OPAQUE = ".wh..wh..opq"
+_OPAQUE_XATTR = "trusted.overlay.opaque"
+_XATTR_PAX = "SCHILY.xattr."
+_EOF_HEADER: type[Exception] = tarfile.EOFHeaderError  # type: ignore[attr-defined]
+_READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, zstandard.ZstdError)
+
+
+class UnpackError(CRIError):
+    """The layer is malformed, hostile or could not be written."""
+
+
+@dataclass
+class UnpackStats:
+    entries: int = 0
+    bytes: int = 0
+    whiteouts: int = 0
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class _Decompressing(io.RawIOBase):
+    """A decompressor whose failures are ``UnpackError``s naming the compression."""
+
+    def __init__(self, inner: gzip.GzipFile | zstandard.ZstdDecompressionReader, kind: str) -> None:
+        super().__init__()
+        self._inner = inner
+        self._kind = kind
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        try:
+            return int(self._inner.readinto(buffer))
+        except _READ_ERRORS as e:
+            raise UnpackError(f"layer {self._kind} stream is corrupt or truncated: {e}") from e
+
+    def close(self) -> None:
+        self._inner.close()
+        super().close()
+
+
+def open_layer(fileobj: BinaryIO, media_type: str) -> BinaryIO:
+    """Return the uncompressed tar stream of a layer blob, by its media type."""
+    kind = MEDIA_TYPES.get(media_type)
+    if kind is None:
+        raise UnpackError(f"unsupported layer media type {media_type!r}")
+    if kind == "tar":
+        return fileobj
+    inner: gzip.GzipFile | zstandard.ZstdDecompressionReader
+    if kind == "gzip":
+        inner = gzip.GzipFile(fileobj=fileobj, mode="rb")
+    else:
+        inner = zstandard.ZstdDecompressor().stream_reader(fileobj, read_across_frames=True, closefd=False)
+    return io.BufferedReader(_Decompressing(inner, kind), _CHUNK)
+
+
+class DigestingReader:
+    """Pass-through reader computing the sha256 of everything read (the layer's diff_id)."""
+
+    def __init__(self, stream: Readable) -> None:
+        self._stream = stream
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._stream.read(size)
+        self._hash.update(data)
+        self.size += len(data)
+        return data
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+    def digest(self) -> str:
+        """``sha256:<hex>``, comparable with a diff_id from the image config."""
+        return f"sha256:{self._hash.hexdigest()}"
+
+
+class _Source(io.RawIOBase):
+    """What tarfile reads: read failures become ``UnpackError``."""
+
+    def __init__(self, stream: Readable) -> None:
+        super().__init__()
+        self._stream = stream
+
+    def read(self, size: int = -1, /) -> bytes:
+        try:
+            return self._stream.read(size)
+        except _READ_ERRORS as e:
+            raise UnpackError(f"reading layer: {e}") from e
+
+
+class _Archive(tarfile.TarFile):
+    members: list[tarfile.TarInfo]  # undocumented in typeshed
+    end: Exception | None = None  # why tarfile stopped: must be the end-of-archive block
+
+
+class _Header(tarfile.TarInfo):
+    @classmethod
+    def fromtarfile(cls, tf: tarfile.TarFile) -> Self:
+        try:
+            return super().fromtarfile(tf)
+        except Exception as e:
+            if isinstance(tf, _Archive):
+                tf.end = e
+            raise
+
+
+def _split(name: str, member: str, what: str = "path") -> list[str]:
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise UnpackError(f"{member!r}: {what} {name!r} escapes the destination ('..' component)")
+    return parts
+
+
+def _ns(value: object, default: int = 0) -> int:
+    try:
+        return int(decimal.Decimal(str(value)).scaleb(9))
+    except (ArithmeticError, ValueError):
+        return default
+
+
+def _times(m: tarfile.TarInfo) -> tuple[int, int]:
+    """(atime, mtime) in ns; PAX headers keep sub-second precision."""
+    mtime = _ns(m.pax_headers.get("mtime", m.mtime))
+    return (_ns(m.pax_headers["atime"], mtime) if "atime" in m.pax_headers else mtime), mtime
+
+
+def _xattrs(m: tarfile.TarInfo) -> Iterator[tuple[str, bytes]]:
+    for key, value in m.pax_headers.items():
+        # trusted.overlay.* would let a layer forge overlayfs metadata (redirects, metacopy): never taken from the tar.
+        if key.startswith(_XATTR_PAX) and not key.startswith(_XATTR_PAX + "trusted.overlay."):
+            yield key[len(_XATTR_PAX) :], value.encode("utf-8", "surrogateescape")
+
+
+class _Unpacker:
+    def __init__(self, archive: _Archive, root: int, uid_map: IdMap | None) -> None:
+        self.archive = archive
+        self.root = root
+        self.uid_map = uid_map
+        self.stats = UnpackStats()
+        self.dirs: list[tuple[list[str], tuple[int, int]]] = []
+
+    def walk(self, parts: list[str], member: str, *, create: bool) -> int:
+        """A new descriptor of directory ``parts`` under root, never crossing a symlink."""
+        fd = os.dup(self.root)
+        try:
+            for i, part in enumerate(parts):
+                made = False
+                try:
+                    nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise UnpackError(f"{member!r}: {'/'.join(parts[: i + 1])!r} does not exist") from None
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                    nfd, made = os.open(part, _DIR_FLAGS, dir_fd=fd), True
+                except OSError as e:
+                    if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                        raise
+                    raise UnpackError(f"{member!r}: {'/'.join(parts[: i + 1])!r} is a symlink or not a directory") from None
+                os.close(fd)
+                fd = nfd
+                if made:
+                    os.chmod(fd, 0o755)  # mkdir's mode is subject to the umask
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def ids(self, m: tarfile.TarInfo) -> tuple[int, int]:
+        if self.uid_map is None:
+            return m.uid, m.gid
+        try:
+            return self.uid_map(m.uid, m.gid)
+        except (KeyError, ValueError) as e:
+            raise UnpackError(f"{m.name!r}: uid {m.uid} / gid {m.gid} cannot be mapped: {e}") from e
+
+    def entry(self, m: tarfile.TarInfo) -> None:
+        parts = _split(m.name, m.name)
+        if not parts:
+            return  # the root itself: dest keeps its own metadata (as containerd does)
+        if any(p.startswith(_WH_META) for p in parts) and parts[-1] != _OPAQUE:
+            return  # aufs bookkeeping (.wh..wh.plnk and such), meaningless here
+        self.stats.entries += 1
+        parent = self.walk(parts[:-1], m.name, create=True)
+        try:
+            if parts[-1].startswith(_WH):
+                self.whiteout(m, parent, parts[-1])
+            else:
+                self.create(m, parent, parts)
+        finally:
+            os.close(parent)
+
+    def whiteout(self, m: tarfile.TarInfo, parent: int, base: str) -> None:
+        self.stats.whiteouts += 1
+        if base == _OPAQUE:
+            os.setxattr(parent, _OPAQUE_XATTR, b"y")
+            return
+        name = base[len(_WH) :]
+        if name in ("", ".", ".."):
+            raise UnpackError(f"{m.name!r}: invalid whiteout name")
+        try:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            os.mknod(name, stat.S_IFCHR, os.makedev(0, 0), dir_fd=parent)
+            os.chown(name, *self.ids(m), dir_fd=parent, follow_symlinks=False)
+            return
+        # This layer wrote `name` itself, and that entry stays; it already hides a lower non-directory.
+        if stat.S_ISDIR(st.st_mode):
+            self.set_opaque(parent, name)
+
+    def set_opaque(self, parent: int, name: str) -> None:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+        try:
+            os.setxattr(fd, _OPAQUE_XATTR, b"y")
+        finally:
+            os.close(fd)
+
+    def make_room(self, parent: int, base: str, is_dir: bool) -> tuple[bool, bool]:
+        """Clear the way for a new entry: (existing directory kept, a whiteout was replaced)."""
+        try:
+            st = os.stat(base, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return False, False
+        if stat.S_ISDIR(st.st_mode):
+            if is_dir:
+                return True, False
+            shutil.rmtree(base, dir_fd=parent)
+        else:
+            os.unlink(base, dir_fd=parent)
+        return False, stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+    def create(self, m: tarfile.TarInfo, parent: int, parts: list[str]) -> None:
+        base = parts[-1]
+        if m.islnk():
+            self.hardlink(m, parent, parts)
+            return
+        if not (m.isreg() or m.isdir() or m.issym() or m.ischr() or m.isblk() or m.isfifo()):
+            raise UnpackError(f"{m.name!r}: unsupported tar entry type {m.type!r}")
+        kept, was_whiteout = self.make_room(parent, base, m.isdir())
+        if m.isreg():
+            fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent)
+            try:
+                src = self.archive.extractfile(m)
+                if src is not None:
+                    with open(fd, "wb", closefd=False) as out:
+                        shutil.copyfileobj(src, out, _CHUNK)
+                self.metadata(m, parent, base, fd)
+            finally:
+                os.close(fd)
+            self.stats.bytes += m.size
+        elif m.isdir():
+            if not kept:
+                os.mkdir(base, 0o700, dir_fd=parent)
+            fd = os.open(base, _DIR_FLAGS, dir_fd=parent)
+            try:
+                self.metadata(m, parent, base, fd, times=False)
+                if was_whiteout:  # `.wh.<dir>` then `<dir>/`: nothing from below shows through
+                    os.setxattr(fd, _OPAQUE_XATTR, b"y")
+            finally:
+                os.close(fd)
+            self.dirs.append((parts, _times(m)))
+        elif m.issym():
+            os.symlink(m.linkname, base, dir_fd=parent)
+            self.metadata(m, parent, base, None, symlink=True)
+        else:
+            if m.isfifo():
+                os.mkfifo(base, 0o600, dir_fd=parent)
+            else:
+                kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
+                os.mknod(base, kind | 0o600, os.makedev(m.devmajor, m.devminor), dir_fd=parent)
+            self.metadata(m, parent, base, None)
+
+    def hardlink(self, m: tarfile.TarInfo, parent: int, parts: list[str]) -> None:
+        target = _split(m.linkname, m.name, "hardlink target")
+        if not target:
+            raise UnpackError(f"{m.name!r}: hardlink to the root directory")
+        if target == parts:
+            return
+        tparent = self.walk(target[:-1], m.name, create=False)
+        try:
+            try:
+                st = os.stat(target[-1], dir_fd=tparent, follow_symlinks=False)
+            except FileNotFoundError:
+                raise UnpackError(f"{m.name!r}: hardlink target {m.linkname!r} does not exist") from None
+            if stat.S_ISDIR(st.st_mode):
+                raise UnpackError(f"{m.name!r}: hardlink target {m.linkname!r} is a directory")
+            self.make_room(parent, parts[-1], False)
+            os.link(target[-1], parts[-1], src_dir_fd=tparent, dst_dir_fd=parent, follow_symlinks=False)
+        finally:
+            os.close(tparent)
+
+    def metadata(
+        self, m: tarfile.TarInfo, parent: int, base: str, fd: int | None, *, symlink: bool = False, times: bool = True
+    ) -> None:
+        """Owner first (chown clears setuid bits and file capabilities), then xattrs, mode, times."""
+        uid, gid = self.ids(m)
+        if fd is not None:
+            os.chown(fd, uid, gid)
+        else:
+            os.chown(base, uid, gid, dir_fd=parent, follow_symlinks=False)
+        for key, value in _xattrs(m):
+            try:
+                if fd is not None:
+                    os.setxattr(fd, key, value)
+                else:  # no lsetxattrat: go through the parent descriptor's /proc link
+                    os.setxattr(f"/proc/self/fd/{parent}/{base}", key, value, follow_symlinks=False)
+            except OSError as e:
+                if not (key.startswith("security.") and e.errno == errno.EOPNOTSUPP):
+                    raise UnpackError(f"{m.name!r}: setting xattr {key!r}: {e.strerror}") from e
+        if not symlink:
+            mode = stat.S_IMODE(m.mode)
+            if fd is not None:
+                os.chmod(fd, mode)
+            else:
+                os.chmod(base, mode, dir_fd=parent)  # just created by us, not a symlink
+        if times:
+            if fd is not None:
+                os.utime(fd, ns=_times(m))
+            else:
+                os.utime(base, ns=_times(m), dir_fd=parent, follow_symlinks=False)
+
+    def finish(self) -> None:
+        """Directory times last: writing inside a directory changes its mtime."""
+        for parts, times in reversed(self.dirs):
+            try:
+                fd = self.walk(parts, "", create=False)
+            except UnpackError:
+                continue  # replaced by a non-directory later in the layer
+            try:
+                os.utime(fd, ns=times)
+            finally:
+                os.close(fd)
+
+
+def unpack_layer(stream: Readable, dest: Path, *, uid_map: IdMap | None = None) -> UnpackStats:
+    """Extract the uncompressed layer tar ``stream`` into ``dest`` (an existing, normally empty directory).
+
+    The stream is read to its end, so a ``DigestingReader`` wrapped around it
+    holds the layer's diff_id afterwards. Raises ``UnpackError``.
+    """
+    try:
+        root = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise UnpackError(f"opening unpack destination {str(dest)!r}: {e.strerror}") from e
+    source = _Source(stream)
+    try:
+        try:
+            archive = _Archive.open(
+                fileobj=source, mode="r|", tarinfo=_Header, bufsize=_CHUNK, encoding="utf-8", errors="surrogateescape"
+            )
+        except tarfile.TarError as e:
+            raise UnpackError(f"layer is not a valid tar stream: {e}") from e
+        with archive:
+            unpacker = _Unpacker(archive, root, uid_map)
+            while True:
+                try:
+                    member = archive.next()
+                except tarfile.TarError as e:
+                    raise UnpackError(f"layer tar stream is corrupt or truncated: {e}") from e
+                if member is None:
+                    break
+                archive.members.clear()  # stream mode keeps every header otherwise
+                try:
+                    unpacker.entry(member)
+                except tarfile.TarError as e:
+                    raise UnpackError(f"{member.name!r}: layer tar stream is corrupt or truncated: {e}") from e
+                except (OSError, ValueError, OverflowError) as e:
+                    raise UnpackError(f"{member.name!r}: {e}") from e
+            if not isinstance(archive.end, _EOF_HEADER):
+                reason = archive.end or "no end-of-archive marker"
+                raise UnpackError(f"layer tar stream is truncated or corrupt at offset {archive.offset}: {reason}")
+            try:
+                unpacker.finish()
+            except OSError as e:
+                raise UnpackError(f"setting directory times: {e}") from e
+        while source.read(_CHUNK):
+            pass  # padding after the end-of-archive marker belongs to the diff_id too
+    finally:
+        os.close(root)
+    return unpacker.stats
