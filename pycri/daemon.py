@@ -24,9 +24,14 @@ import grpc
 import pycri
 from pycri.config import Config
 from pycri.host import checks
+from pycri.images.service import ImageService
 from pycri.node import Node
 from pycri.oci import handlers_from_config
 from pycri.server.app import build_server
+from pycri.server.image_pull import ImagePullService
+from pycri.server.image_remove import ImageRemoveService
+from pycri.server.image_status import ImageStatusService
+from pycri.server.imagefs_info import ImageFsInfoService
 from pycri.server.runtime_info import RuntimeInfoService
 from pycri.store import Store
 
@@ -100,6 +105,7 @@ class Daemon:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.store: Store | None = None
+        self.images: ImageService | None = None
         self.servers: list[grpc.aio.Server] = []
         self.bound: list[Path] = []
         self._stop = asyncio.Event()
@@ -135,7 +141,15 @@ class Daemon:
         handlers = handlers_from_config(cfg)
         node = Node(cfg, self.store, handlers)
         await node.load()
-        families: list[object] = [RuntimeInfoService(node)]
+        self.images = ImageService(cfg, self.store)
+        await self.images.start()
+        families: list[object] = [
+            RuntimeInfoService(node),
+            ImagePullService(self.images, list(cfg.runtimes)),
+            ImageStatusService(self.images),
+            ImageRemoveService(self.images),
+            ImageFsInfoService(self.images),
+        ]
         main = build_server(families)
         self.servers.append(main)
         await self._bind(main, Path(cfg.socket))
@@ -150,6 +164,8 @@ class Daemon:
         for path in self.bound:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+        if self.images is not None:
+            await self.images.close()
         if self.store is not None:
             await self.store.close()
         log.info("stopped")

@@ -19,6 +19,9 @@ class Code(enum.Enum):
     UNIMPLEMENTED = "UNIMPLEMENTED"
     UNAVAILABLE = "UNAVAILABLE"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    DATA_LOSS = "DATA_LOSS"
     INTERNAL = "INTERNAL"
 
 
@@ -62,6 +65,18 @@ class Unavailable(CRIError):
 
 class ResourceExhausted(CRIError):
     code = Code.RESOURCE_EXHAUSTED
+
+
+class Unauthenticated(CRIError):
+    code = Code.UNAUTHENTICATED
+
+
+class PermissionDenied(CRIError):
+    code = Code.PERMISSION_DENIED
+
+
+class DataLoss(CRIError):
+    code = Code.DATA_LOSS
 
 
 class Internal(CRIError):

@@ -51,6 +51,9 @@ def setup(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Libraries' own debug output (grpc's event-loop notes, asyncio's selector) is noise here.
+    # Libraries' own chatter (grpc's event-loop notes, asyncio's selector, a line per HTTP
+    # request from httpx) is noise here; pycri logs what matters itself.
     for noisy in ("grpc", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

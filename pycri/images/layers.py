@@ -1,0 +1,115 @@
+"""Unpacked layers, one directory per chain ID, ready to be overlayfs lower dirs.
+
+``layers/<chain hex>`` exists only when complete: a layer is unpacked into
+``layers/.tmp-*`` (in a worker thread), its uncompressed digest checked
+against the image config's diff ID, then renamed into place. A failed or
+cancelled unpack leaves nothing. Two pulls needing the same chain ID share one
+unpack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from pycri.images import unpack
+
+
+class LayerError(RuntimeError):
+    pass
+
+
+def _hex(chain_id: str) -> str:
+    return chain_id.partition(":")[2]
+
+
+class LayerStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._inflight: dict[str, asyncio.Future[Path]] = {}
+
+    def prepare(self) -> None:
+        """Create the directory and drop unpacks interrupted by a crash (sync: start-up)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for name in os.listdir(self.root):
+            if name.startswith(".tmp-"):
+                shutil.rmtree(self.root / name, ignore_errors=True)
+
+    def path(self, chain_id: str) -> Path:
+        return self.root / _hex(chain_id)
+
+    def has(self, chain_id: str) -> bool:
+        return self.path(chain_id).is_dir()
+
+    def chain_ids(self) -> set[str]:
+        return {f"sha256:{name}" for name in os.listdir(self.root) if not name.startswith(".")}
+
+    def in_flight(self) -> set[str]:
+        return set(self._inflight)
+
+    def delete(self, chain_id: str) -> None:
+        """Remove a layer: renamed aside first, so a half-deleted layer never looks complete."""
+        target = self.path(chain_id)
+        if not target.is_dir():
+            return
+        doomed = Path(tempfile.mkdtemp(dir=self.root, prefix=".tmp-rm-"))
+        os.replace(target, doomed / "layer")
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    def _unpack(self, chain_id: str, diff_id: str, blob: Path, media_type: str) -> Path:
+        target = self.path(chain_id)
+        if target.is_dir():
+            return target
+        work = Path(tempfile.mkdtemp(dir=self.root, prefix=".tmp-"))
+        try:
+            dest = work / "fs"
+            dest.mkdir()
+            with open(blob, "rb") as raw:
+                reader = unpack.DigestingReader(unpack.open_layer(raw, media_type))
+                unpack.unpack_layer(reader, dest)
+                while reader.read(1 << 20):
+                    pass
+            actual = "sha256:" + reader.hexdigest()
+            if actual != diff_id:
+                raise LayerError(f"layer {blob.name}: uncompressed digest {actual} does not match the config's diff ID {diff_id}")
+            os.chmod(dest, 0o755)
+            try:
+                os.replace(dest, target)
+            except OSError:
+                if not target.is_dir():  # someone else finished it first: fine
+                    raise
+            return target
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    async def ensure(self, chain_id: str, diff_id: str, blob: Path, media_type: str) -> Path:
+        pending = self._inflight.get(chain_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Path] = asyncio.get_running_loop().create_future()
+        self._inflight[chain_id] = future
+        work = asyncio.ensure_future(asyncio.to_thread(self._unpack, chain_id, diff_id, blob, media_type))
+        try:
+            try:
+                path = await asyncio.shield(work)
+            except asyncio.CancelledError:
+                # A thread cannot be interrupted: let it finish, so that the caller's clean-up
+                # (which removes layers no image uses) sees every layer this pull produced.
+                while not work.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.shield(work)
+                raise
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc if isinstance(exc, Exception) else LayerError(f"unpack of {chain_id} cancelled"))
+                future.exception()
+            raise
+        else:
+            future.set_result(path)
+            return path
+        finally:
+            del self._inflight[chain_id]
