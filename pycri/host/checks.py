@@ -167,3 +167,28 @@ def run_all(cfg: Config) -> list[Check]:
     checks.append(check_binary("criu", criu, "apt-get install criu (needed for checkpoints only)", Severity.WARN))
     checks.append(check_sys_resource())
     return checks
+
+
+def max_nofile(wanted: int) -> int:
+    """RLIMIT_NOFILE a container can get: ``wanted``, or this process's hard limit when it cannot raise it."""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY or has_capability(CAP_SYS_RESOURCE):
+        return wanted
+    return min(wanted, hard)
+
+
+def own_oom_score_adj() -> int:
+    try:
+        with open("/proc/self/oom_score_adj") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return 0
+
+
+def clamp_oom_score_adj(wanted: int) -> int:
+    """An oom_score_adj the runtime can set: without CAP_SYS_RESOURCE it cannot go below the daemon's own."""
+    if wanted >= 0 or has_capability(CAP_SYS_RESOURCE):
+        return wanted
+    return max(wanted, own_oom_score_adj())

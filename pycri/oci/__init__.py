@@ -1,5 +1,25 @@
-"""OCI runtime handlers and (later) runtime-spec generation."""
+"""OCI runtime handlers: probing, lifecycle commands (runc and crun share a command line)."""
 
-from pycri.oci.runtime import OCIRuntime, Probe, handlers_from_config
+from pycri.oci.runtime import (
+    ContainerState,
+    OCIRuntime,
+    Probe,
+    RuntimeCommandError,
+    delete,
+    handlers_from_config,
+    kill,
+    start,
+    state,
+)
 
-__all__ = ["OCIRuntime", "Probe", "handlers_from_config"]
+__all__ = [
+    "ContainerState",
+    "OCIRuntime",
+    "Probe",
+    "RuntimeCommandError",
+    "delete",
+    "handlers_from_config",
+    "kill",
+    "start",
+    "state",
+]

@@ -96,3 +96,77 @@ class OCIRuntime:
 
 def handlers_from_config(cfg: Config) -> dict[str, OCIRuntime]:
     return {name: OCIRuntime.from_config(name, h) for name, h in cfg.runtimes.items()}
+
+
+class RuntimeCommandError(RuntimeError):
+    """An OCI runtime command failed; the message has its stderr."""
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """What ``runtime state`` reports: status is creating, created, running, paused or stopped."""
+
+    id: str
+    status: str
+    pid: int
+    bundle: str
+
+
+async def _command(rt: OCIRuntime, *args: str, timeout: float = 60.0) -> bytes:
+    try:
+        rc, out, err = await rt._run("--root", rt.root, *args, timeout=timeout)
+    except TimeoutError:
+        raise RuntimeCommandError(f"{rt.name} {args[0]}: timed out after {timeout:.0f}s") from None
+    if rc != 0:
+        text = err.decode(errors="replace").strip() or out.decode(errors="replace").strip()
+        raise RuntimeCommandError(f"{rt.name} {' '.join(args[:1])} failed: {_last_error(text)}")
+    return out
+
+
+def _last_error(text: str) -> str:
+    """runc/crun errors: the JSON log line's msg, or the last line of plain text."""
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("{"):
+            try:
+                msg = json.loads(line).get("msg")
+            except ValueError:
+                msg = None
+            if msg:
+                return str(msg)
+        return line
+    return "(no output)"
+
+
+async def state(rt: OCIRuntime, cid: str) -> ContainerState | None:
+    """The container's state, or None when the runtime does not know it."""
+    try:
+        out = await _command(rt, "state", cid)
+    except RuntimeCommandError as exc:
+        if "does not exist" in str(exc) or "not exist" in str(exc) or "No such file" in str(exc):
+            return None
+        raise
+    doc = json.loads(out)
+    return ContainerState(
+        id=cid, status=str(doc.get("status", "")), pid=int(doc.get("pid") or 0), bundle=str(doc.get("bundle", ""))
+    )
+
+
+async def start(rt: OCIRuntime, cid: str) -> None:
+    await _command(rt, "start", cid)
+
+
+async def kill(rt: OCIRuntime, cid: str, signal: str, *, all_processes: bool = False) -> None:
+    args = ["kill", *(["--all"] if all_processes else []), cid, signal]
+    await _command(rt, *args)
+
+
+async def delete(rt: OCIRuntime, cid: str, *, force: bool = False) -> None:
+    """Delete the container from the runtime; a container the runtime does not know is already deleted."""
+    try:
+        await _command(rt, "delete", *(["--force"] if force else []), cid)
+    except RuntimeCommandError as exc:
+        if "does not exist" not in str(exc) and "not exist" not in str(exc):
+            raise
