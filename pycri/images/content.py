@@ -26,6 +26,10 @@ class ContentError(RuntimeError):
     """A blob that did not arrive whole and correct; the message names it."""
 
 
+class _Abandoned(Exception):
+    """The caller downloading a blob was cancelled; whoever waited for it downloads it instead."""
+
+
 def _hex(digest: str) -> str:
     algorithm, _, hexpart = digest.partition(":")
     if algorithm not in ("sha256", "sha512") or not hexpart or any(c not in "0123456789abcdef" for c in hexpart):
@@ -79,16 +83,18 @@ class ContentStore:
         target = self.path(digest)
         if await asyncio.to_thread(target.is_file):
             return target
-        pending = self._inflight.get(digest)
-        if pending is not None:
-            return await asyncio.shield(pending)
+        while (pending := self._inflight.get(digest)) is not None:
+            try:
+                return await asyncio.shield(pending)
+            except _Abandoned:
+                continue  # its downloader was cancelled, not the download's fault: take it over
         future: asyncio.Future[Path] = asyncio.get_running_loop().create_future()
         self._inflight[digest] = future
         try:
             path = await self.write(digest, size, fetch(), what)
         except BaseException as exc:
             if not future.done():
-                future.set_exception(exc if isinstance(exc, Exception) else ContentError(f"{what} {digest}: download cancelled"))
+                future.set_exception(exc if isinstance(exc, Exception) else _Abandoned(digest))
                 future.exception()  # mark retrieved: a lone downloader has nobody waiting
             raise
         else:
@@ -102,7 +108,8 @@ class ContentStore:
         algorithm = digest.partition(":")[0]
         expected = _hex(digest)
         hasher = hashlib.new(algorithm)
-        fd, tmp_name = await asyncio.to_thread(tempfile.mkstemp, dir=self.ingest_dir, prefix=expected[:12] + "-")
+        # Not in a thread: a cancellation while a thread creates the file would leak it (and its fd).
+        fd, tmp_name = tempfile.mkstemp(dir=self.ingest_dir, prefix=expected[:12] + "-")
         tmp = Path(tmp_name)
         written = 0
         try:

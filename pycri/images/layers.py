@@ -23,6 +23,10 @@ class LayerError(RuntimeError):
     pass
 
 
+class _Abandoned(Exception):
+    """The caller unpacking a layer was cancelled before it finished; a waiter takes over."""
+
+
 def _hex(chain_id: str) -> str:
     return chain_id.partition(":")[2]
 
@@ -87,9 +91,11 @@ class LayerStore:
             shutil.rmtree(work, ignore_errors=True)
 
     async def ensure(self, chain_id: str, diff_id: str, blob: Path, media_type: str) -> Path:
-        pending = self._inflight.get(chain_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
+        while (pending := self._inflight.get(chain_id)) is not None:
+            try:
+                return await asyncio.shield(pending)
+            except _Abandoned:
+                continue
         future: asyncio.Future[Path] = asyncio.get_running_loop().create_future()
         self._inflight[chain_id] = future
         work = asyncio.ensure_future(asyncio.to_thread(self._unpack, chain_id, diff_id, blob, media_type))
@@ -98,14 +104,17 @@ class LayerStore:
                 path = await asyncio.shield(work)
             except asyncio.CancelledError:
                 # A thread cannot be interrupted: let it finish, so that the caller's clean-up
-                # (which removes layers no image uses) sees every layer this pull produced.
+                # (which removes layers no image uses) sees every layer this pull produced,
+                # and whoever else waits for this layer gets it.
                 while not work.done():
                     with contextlib.suppress(asyncio.CancelledError):
                         await asyncio.shield(work)
+                if not work.cancelled() and work.exception() is None and not future.done():
+                    future.set_result(work.result())
                 raise
         except BaseException as exc:
             if not future.done():
-                future.set_exception(exc if isinstance(exc, Exception) else LayerError(f"unpack of {chain_id} cancelled"))
+                future.set_exception(exc if isinstance(exc, Exception) else _Abandoned(chain_id))
                 future.exception()
             raise
         else:

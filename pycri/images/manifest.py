@@ -125,8 +125,8 @@ class ImageConfig:
 def _json(data: bytes, what: str) -> dict[str, Any]:
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{what}: not valid JSON: {exc}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ManifestError(f"{what}: not valid JSON: {type(exc).__name__}: {exc}") from None
     if not isinstance(doc, dict):
         raise ManifestError(f"{what}: expected a JSON object")
     return doc
@@ -156,6 +156,8 @@ def _descriptor(doc: Any, what: str) -> Descriptor:
     if isinstance(plat, dict):
         parsed_platform = Platform(str(plat.get("os", "")), str(plat.get("architecture", "")), str(plat.get("variant", "")))
     annotations = doc.get("annotations") or {}
+    if not isinstance(annotations, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()):
+        raise ManifestError(f"{what}: annotations must be an object of strings")
     return Descriptor(media_type, _digest(doc.get("digest"), what), size, parsed_platform, dict(annotations))
 
 
@@ -217,7 +219,10 @@ def _platform_score(candidate: Platform, want: Platform) -> int | None:
     if not candidate.variant:
         return 1
     if want.architecture == "arm" and candidate.variant < want.variant:
-        return 2  # an older ARM variant still runs
+        try:  # an older ARM variant still runs; the newest of them is best
+            return 2 + int(want.variant.lstrip("v")) - int(candidate.variant.lstrip("v"))
+        except ValueError:
+            return None
     return None
 
 
