@@ -1,0 +1,121 @@
+"""Persistent network namespaces: bind mounts of nsfs files in /run/netns, as ``ip netns`` makes them.
+
+A pod's network namespace outlives its infra process (so CNI DEL can still find
+it), hence it is pinned by a bind mount rather than referenced by
+``/proc/<pid>/ns/net``. ``create`` only makes the namespace: every link in it,
+``lo`` included, stays down until CNI configures it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from pycri.errors import AlreadyExists, Internal, InvalidArgument
+
+NETNS_DIR = Path("/run/netns")
+IP = "ip"
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
+_NSFS_REFERENCE = "/proc/self/ns/net"
+
+
+def _check_name(name: str) -> None:
+    if not _NAME.fullmatch(name) or name in (".", ".."):
+        raise InvalidArgument(f"invalid network namespace name {name!r}: use letters, digits, '_', '.' and '-'")
+
+
+def path_of(name: str) -> Path:
+    """Where the namespace called ``name`` is pinned."""
+    _check_name(name)
+    return NETNS_DIR / name
+
+
+async def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+    except FileNotFoundError as exc:
+        raise Internal(f"{argv[0]} not found (apt-get install iproute2): {exc}") from exc
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise Internal(f"{' '.join(argv)}: no answer after {timeout:g}s") from None
+    assert proc.returncode is not None
+    return subprocess.CompletedProcess(argv, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+
+
+def exists(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a live network namespace reference (a pinned bind mount or /proc/<pid>/ns/net).
+
+    A file left behind after its bind mount went away is a plain file on the
+    parent filesystem and does not count.
+    """
+    try:
+        st = os.stat(path)
+        reference = os.stat(_NSFS_REFERENCE)
+    except OSError:
+        return False
+    # All namespace files live on the single nsfs superblock.
+    return st.st_dev == reference.st_dev
+
+
+async def create(name: str) -> Path:
+    """Make the persistent network namespace ``/run/netns/<name>`` and return its path."""
+    path = path_of(name)
+    if await asyncio.to_thread(os.path.lexists, path):
+        raise AlreadyExists(f"network namespace {name!r} already exists at {path}")
+    result = await _run([IP, "netns", "add", name], timeout=30)
+    if result.returncode != 0:
+        raise Internal(f"ip netns add {name}: {result.stderr.strip() or f'exit status {result.returncode}'}")
+    return path
+
+
+def _name_of(path_or_name: str | os.PathLike[str]) -> tuple[str, Path]:
+    text = os.fspath(path_or_name)
+    if "/" not in text:
+        return text, path_of(text)
+    path = Path(text)
+    if os.path.realpath(path.parent) != os.path.realpath(NETNS_DIR):
+        raise InvalidArgument(f"{path} is not a network namespace under {NETNS_DIR}")
+    _check_name(path.name)
+    return path.name, path
+
+
+async def delete(path_or_name: str | os.PathLike[str]) -> None:
+    """Remove a namespace made by :func:`create` (by name or path); a missing one is fine.
+
+    ``ip netns delete`` unmounts and unlinks; when the bind mount is already
+    gone but the file remains, the file is removed too.
+    """
+    name, path = _name_of(path_or_name)
+    if not await asyncio.to_thread(os.path.lexists, path):
+        return
+    result = await _run([IP, "netns", "delete", name], timeout=30)
+    if result.returncode == 0 or not await asyncio.to_thread(os.path.lexists, path):
+        return
+    if not await asyncio.to_thread(exists, path):
+        try:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+        except OSError as exc:
+            raise Internal(f"removing stale network namespace file {path}: {exc}") from exc
+        return
+    raise Internal(f"ip netns delete {name}: {result.stderr.strip() or f'exit status {result.returncode}'}")
+
+
+async def run_in(name: str, *argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` inside the namespace (``ip netns exec``); with ``check``, a non-zero exit raises."""
+    _check_name(name)
+    if not argv:
+        raise InvalidArgument("run_in needs a command")
+    result = await _run([IP, "netns", "exec", name, *argv], timeout=timeout)
+    if check and result.returncode != 0:
+        raise Internal(f"ip netns exec {name} {' '.join(argv)}: exit status {result.returncode}: {result.stderr.strip()}")
+    return result
