@@ -9,6 +9,7 @@ the wrong type or range with a :class:`ConfigError` naming the key.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import tomllib
 import typing
@@ -50,6 +51,7 @@ class CNIConfig:
         default="10.88.0.0/16",
         metadata=_doc("Subnet of the default bridge network pycri writes when conf_dir holds none."),
     )
+    default_bridge: str = field(default="pycri0", metadata=_doc("Bridge of that default network."))
 
 
 @dataclass
@@ -206,6 +208,12 @@ def validate(cfg: Config) -> Config:
     absolute("cni.conf_dir", cfg.cni.conf_dir)
     for i, d in enumerate(cfg.cni.bin_dirs):
         absolute(f"cni.bin_dirs[{i}]", d)
+    try:
+        ipaddress.ip_network(cfg.cni.default_subnet)
+    except ValueError as exc:
+        raise ConfigError(f"cni.default_subnet: {exc}") from None
+    if not 0 < len(cfg.cni.default_bridge) <= 15 or "/" in cfg.cni.default_bridge or " " in cfg.cni.default_bridge:
+        raise ConfigError(f"cni.default_bridge: {cfg.cni.default_bridge!r} is not a valid interface name (1 to 15 characters)")
     absolute("images.registries_conf", cfg.images.registries_conf)
     absolute("images.auth_file", cfg.images.auth_file, allow_empty=True)
     if not 1 <= cfg.images.max_concurrent_downloads <= 64:

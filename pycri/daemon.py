@@ -25,14 +25,19 @@ import pycri
 from pycri.config import Config
 from pycri.host import checks
 from pycri.images.service import ImageService
+from pycri.network.pod import CNIPodNetwork
 from pycri.node import Node
 from pycri.oci import handlers_from_config
+from pycri.sandboxes.service import SandboxService
 from pycri.server.app import build_server
 from pycri.server.image_pull import ImagePullService
 from pycri.server.image_remove import ImageRemoveService
 from pycri.server.image_status import ImageStatusService
 from pycri.server.imagefs_info import ImageFsInfoService
 from pycri.server.runtime_info import RuntimeInfoService
+from pycri.server.sandbox_run import SandboxRunService
+from pycri.server.sandbox_status import SandboxStatusService
+from pycri.server.sandbox_stop import SandboxStopService
 from pycri.store import Store
 
 log = logging.getLogger("pycri.daemon")
@@ -106,6 +111,7 @@ class Daemon:
         self.cfg = cfg
         self.store: Store | None = None
         self.images: ImageService | None = None
+        self.sandboxes: SandboxService | None = None
         self.servers: list[grpc.aio.Server] = []
         self.bound: list[Path] = []
         self._stop = asyncio.Event()
@@ -143,8 +149,15 @@ class Daemon:
         await node.load()
         self.images = ImageService(cfg, self.store)
         await self.images.start()
+        network = CNIPodNetwork(cfg, lambda: node.pod_cidr)
+        await network.prepare()
+        self.sandboxes = SandboxService(cfg, self.store, handlers, network)
+        await self.sandboxes.recover()
         families: list[object] = [
             RuntimeInfoService(node),
+            SandboxRunService(self.sandboxes),
+            SandboxStopService(self.sandboxes),
+            SandboxStatusService(self.sandboxes),
             ImagePullService(self.images, list(cfg.runtimes)),
             ImageStatusService(self.images),
             ImageRemoveService(self.images),

@@ -11,6 +11,8 @@ fresh temporary directory, so it shares nothing with a system daemon.
 from __future__ import annotations
 
 import os
+import random
+import secrets
 import shutil
 import signal
 import socket
@@ -47,7 +49,12 @@ class DaemonProcess:
                 "runc": {"path": "/usr/sbin/runc", "root": str(workdir / "run" / "runc")},
                 "crun": {"path": "/usr/bin/crun", "root": str(workdir / "run" / "crun")},
             },
-            "cni": {"conf_dir": str(workdir / "cni" / "net.d")},
+            # Its own bridge and /24, so test daemons never share a network (deleted on exit).
+            "cni": {
+                "conf_dir": str(workdir / "cni" / "net.d"),
+                "default_bridge": f"pycri-t{secrets.token_hex(3)}",
+                "default_subnet": f"10.{random.randint(200, 249)}.{random.randint(0, 255)}.0/24",
+            },
         }
         for key, value in overrides.items():
             if isinstance(value, dict) and isinstance(data.get(key), dict):
@@ -108,10 +115,46 @@ class DaemonProcess:
         self.start()
         return self
 
+    def leftovers(self) -> list[str]:
+        """Runtime state this daemon's pods and containers left: containers its OCI runtimes still
+        know, mounts below its directories, network namespaces its pods created."""
+        found = []
+        for name, handler in self.cfg.runtimes.items():
+            if not os.path.isdir(handler.root):
+                continue
+            listed = subprocess.run([handler.path, "--root", handler.root, "list", "-q"], capture_output=True, text=True)
+            found += [f"{name} container {cid}" for cid in listed.stdout.split()]
+        roots = (str(self.workdir), self.cfg.root_dir, self.cfg.state_dir)
+        with open("/proc/self/mountinfo") as f:
+            found += [f"mount {line.split()[4]}" for line in f if line.split()[4].startswith(roots)]
+        pods = Path(self.cfg.state_dir) / "pods"
+        ids = {p.name[:16] for p in pods.iterdir()} if pods.is_dir() else set()
+        found += [f"netns {n}" for n in os.listdir("/run/netns") if n.startswith("pycri-") and n[6:] in ids] if ids else []
+        return found
+
+    def force_clean(self) -> None:
+        """Remove what :meth:`leftovers` finds (after a failed test), so one failure does not poison the machine."""
+        for handler in self.cfg.runtimes.values():
+            if os.path.isdir(handler.root):
+                listed = subprocess.run([handler.path, "--root", handler.root, "list", "-q"], capture_output=True, text=True)
+                for cid in listed.stdout.split():
+                    subprocess.run([handler.path, "--root", handler.root, "delete", "--force", cid], capture_output=True)
+        pods = Path(self.cfg.state_dir) / "pods"
+        for pod in pods.iterdir() if pods.is_dir() else []:
+            subprocess.run(["umount", "-l", str(pod / "shm")], capture_output=True)
+            subprocess.run(["ip", "netns", "delete", f"pycri-{pod.name[:16]}"], capture_output=True)
+
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+        left = self.leftovers()
+        if left:
+            self.force_clean()
         if self._cleanup:
             shutil.rmtree(self.workdir, ignore_errors=True)
+            if self.cfg.cni.default_bridge.startswith("pycri-t"):
+                subprocess.run(["ip", "link", "delete", self.cfg.cni.default_bridge], capture_output=True)
+        if left and et is None:
+            raise AssertionError("the daemon left runtime state behind: " + ", ".join(left))
 
 
 def _accepts(path: str) -> bool:

@@ -1,0 +1,43 @@
+"""Mounting and unmounting with mount(2)/umount2(2) directly (no subprocess). Blocking: call in a thread."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MNT_DETACH = 2
+
+
+def mount(source: str, target: str, fstype: str, flags: int = 0, data: str = "") -> None:
+    if _libc.mount(source.encode(), target.encode(), fstype.encode(), flags, data.encode() or None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {fstype} on {target}: {os.strerror(err)}")
+
+
+def unmount(target: str, *, detach: bool = True) -> bool:
+    """Unmount ``target``; False when nothing was mounted there."""
+    if _libc.umount2(target.encode(), MNT_DETACH if detach else 0) != 0:
+        err = ctypes.get_errno()
+        if err in (errno.EINVAL, errno.ENOENT):
+            return False
+        raise OSError(err, f"umount {target}: {os.strerror(err)}")
+    return True
+
+
+def is_mountpoint(path: str) -> bool:
+    target = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 4 and fields[4].replace("\\040", " ") == target:
+                return True
+    return False

@@ -1,0 +1,116 @@
+"""The pod sandbox record: what pycri keeps about each pod, in memory and in the state database."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pycri.api import api_pb2 as api
+from pycri.store import SandboxRow
+
+
+class State(enum.Enum):
+    CREATING = "creating"  # RunPodSandbox under way (or interrupted by a crash)
+    READY = "ready"
+    NOTREADY = "notready"
+
+
+# Steps RunPodSandbox has completed, in order; undone in reverse.
+STEP_DIR = "dir"
+STEP_SHM = "shm"
+STEP_NETNS = "netns"
+STEP_NETWORK = "network"
+STEP_INFRA = "infra"
+
+
+@dataclass
+class Sandbox:
+    id: str
+    config: api.PodSandboxConfig
+    state: State
+    created_at: int
+    runtime_handler: str
+    pod_dir: Path
+    steps: list[str] = field(default_factory=list)
+    netns: str = ""
+    ips: list[str] = field(default_factory=list)
+    network_name: str = ""
+    network_result: dict[str, Any] | None = None
+    infra_pid: int = 0
+    cgroups_path: str = ""
+    network_torn_down: bool = False
+
+    @property
+    def metadata(self) -> api.PodSandboxMetadata:
+        return self.config.metadata
+
+    @property
+    def namespace_options(self) -> api.NamespaceOption:
+        return self.config.linux.security_context.namespace_options
+
+    @property
+    def host_network(self) -> bool:
+        return self.namespace_options.network == api.NODE
+
+    @property
+    def host_ipc(self) -> bool:
+        return self.namespace_options.ipc == api.NODE
+
+    @property
+    def host_pid(self) -> bool:
+        return self.namespace_options.pid == api.NODE
+
+    @property
+    def infra_bundle(self) -> Path:
+        return self.pod_dir / "infra"
+
+    @property
+    def shm_path(self) -> Path:
+        return self.pod_dir / "shm"
+
+    def to_row(self) -> SandboxRow:
+        md = self.metadata
+        return SandboxRow(
+            id=self.id,
+            name=md.name,
+            namespace=md.namespace,
+            uid=md.uid,
+            attempt=md.attempt,
+            state=self.state.value,
+            runtime_handler=self.runtime_handler,
+            created_at=self.created_at,
+            config=self.config.SerializeToString(),
+            data={
+                "pod_dir": str(self.pod_dir),
+                "steps": self.steps,
+                "netns": self.netns,
+                "ips": self.ips,
+                "network_name": self.network_name,
+                "network_result": self.network_result,
+                "infra_pid": self.infra_pid,
+                "cgroups_path": self.cgroups_path,
+                "network_torn_down": self.network_torn_down,
+            },
+        )
+
+    @classmethod
+    def from_row(cls, row: SandboxRow) -> Sandbox:
+        d = row.data
+        return cls(
+            id=row.id,
+            config=api.PodSandboxConfig.FromString(row.config),
+            state=State(row.state),
+            created_at=row.created_at,
+            runtime_handler=row.runtime_handler,
+            pod_dir=Path(d["pod_dir"]),
+            steps=list(d.get("steps", [])),
+            netns=str(d.get("netns", "")),
+            ips=list(d.get("ips", [])),
+            network_name=str(d.get("network_name", "")),
+            network_result=d.get("network_result"),
+            infra_pid=int(d.get("infra_pid", 0)),
+            cgroups_path=str(d.get("cgroups_path", "")),
+            network_torn_down=bool(d.get("network_torn_down", False)),
+        )

@@ -1,0 +1,430 @@
+"""Pod sandbox lifecycle: run, stop, remove, status, list, and recovery after a restart.
+
+RunPodSandbox is a sequence of steps (pod dir and files, /dev/shm, network
+namespace and CNI, infra container), each recorded in the state database
+before the next starts. Any failure, or a cancelled call, undoes the steps
+taken in reverse, so nothing is left half-made; after a crash the same
+record tells recovery what to undo. Stop and remove are idempotent, also for
+unknown IDs, as kubelet expects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import socket
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+from pycri import conmon, errors, oci
+from pycri.api import api_pb2 as api
+from pycri.config import Config
+from pycri.host import checks, mounts
+from pycri.oci.spec import InfraOptions, Namespaces, infra_spec, sysctl_errors
+from pycri.sandboxes import files
+from pycri.sandboxes.model import (
+    STEP_DIR,
+    STEP_INFRA,
+    STEP_NETNS,
+    STEP_NETWORK,
+    STEP_SHM,
+    Sandbox,
+    State,
+)
+from pycri.store import Store
+
+log = logging.getLogger("pycri.sandboxes")
+
+SHM_SIZE = 64 * 1024 * 1024
+INFRA_OOM_SCORE_ADJ = -998
+STOP_WAIT = 10.0
+
+
+class PodNetwork(Protocol):
+    """Network set-up for pods (pycri.network.pod implements it with CNI)."""
+
+    async def setup(self, sandbox: Sandbox) -> None:
+        """Create ``sandbox.netns`` and attach it; fill ``netns``, ``ips``, ``network_name``, ``network_result``."""
+
+    async def teardown(self, sandbox: Sandbox) -> None:
+        """Detach and delete the network namespace; idempotent, also when the netns is gone."""
+
+
+class ContainerHooks(Protocol):
+    async def stop_containers(self, sandbox_id: str) -> None: ...
+
+    async def remove_containers(self, sandbox_id: str) -> None: ...
+
+
+class NoContainers:
+    async def stop_containers(self, sandbox_id: str) -> None:
+        return None
+
+    async def remove_containers(self, sandbox_id: str) -> None:
+        return None
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def match_labels(labels: Any, selector: Any) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+class SandboxService:
+    def __init__(self, cfg: Config, store: Store, handlers: dict[str, oci.OCIRuntime], network: PodNetwork) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.handlers = handlers
+        self.network = network
+        self.containers: ContainerHooks = NoContainers()
+        self.pods_dir = Path(cfg.state_dir) / "pods"
+        self.exit_dir = Path(cfg.state_dir) / "exits"
+        self.sockets_dir = Path(cfg.state_dir) / "sockets"
+        self.sandboxes: dict[str, Sandbox] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._names = asyncio.Lock()
+        # Failure injection for tests: called with each step's name before it runs.
+        self.before_step: Callable[[str], None] | None = None
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def lock(self, sandbox_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(sandbox_id, asyncio.Lock())
+
+    def find(self, id_or_prefix: str) -> Sandbox | None:
+        """A sandbox by its ID or a unique prefix of it."""
+        if not id_or_prefix:
+            return None
+        found = self.sandboxes.get(id_or_prefix)
+        if found is not None:
+            return found
+        matches = [s for i, s in self.sandboxes.items() if i.startswith(id_or_prefix)]
+        if len(matches) > 1:
+            raise errors.InvalidArgument(f"pod_sandbox_id: prefix {id_or_prefix!r} matches {len(matches)} sandboxes")
+        return matches[0] if matches else None
+
+    def get(self, id_or_prefix: str) -> Sandbox:
+        if not id_or_prefix:
+            raise errors.InvalidArgument("pod_sandbox_id: required")
+        found = self.find(id_or_prefix)
+        if found is None:
+            raise errors.NotFound(f"pod sandbox {id_or_prefix!r} not found")
+        return found
+
+    def handler(self, name: str) -> oci.OCIRuntime:
+        runtime = self.handlers.get(name or self.cfg.default_runtime)
+        if runtime is None:
+            raise errors.InvalidArgument(f"runtime_handler: unknown handler {name!r} (known: {', '.join(self.handlers)})")
+        return runtime
+
+    async def _save(self, sandbox: Sandbox) -> None:
+        await self.store.sandboxes.put(sandbox.to_row())
+
+    def _step(self, name: str) -> None:
+        if self.before_step is not None:
+            self.before_step(name)
+
+    # -- run ------------------------------------------------------------------------------------
+
+    def _validate(self, config: api.PodSandboxConfig, runtime_handler: str) -> None:
+        md = config.metadata
+        for field_name in ("name", "namespace", "uid"):
+            if not getattr(md, field_name):
+                raise errors.InvalidArgument(f"config.metadata.{field_name}: required")
+        self.handler(runtime_handler)
+        options = config.linux.security_context.namespace_options
+        if options.network == api.TARGET or options.ipc == api.TARGET:
+            raise errors.InvalidArgument("config.linux.security_context.namespace_options: TARGET is only valid for pid")
+        if options.pid == api.TARGET:
+            raise errors.InvalidArgument(
+                "config.linux.security_context.namespace_options.pid: TARGET is for containers, not pods"
+            )
+        # POD is enum value 0: only a userns_options kubelet actually sent asks for a pod user namespace.
+        if options.HasField("userns_options") and options.userns_options.mode == api.POD:
+            raise errors.Unimplemented(
+                "config.linux.security_context.namespace_options.userns_options: user namespaces are not supported yet"
+            )
+        problems = sysctl_errors(dict(config.linux.sysctls), options.network == api.NODE, options.ipc == api.NODE)
+        if problems:
+            raise errors.InvalidArgument("config.linux.sysctls: " + "; ".join(problems))
+        for i, mapping in enumerate(config.port_mappings):
+            if not 0 < mapping.container_port < 65536 or not 0 <= mapping.host_port < 65536:
+                raise errors.InvalidArgument(f"config.port_mappings[{i}]: ports must be within 1..65535")
+
+    async def run(self, config: api.PodSandboxConfig, runtime_handler: str) -> Sandbox:
+        self._validate(config, runtime_handler)
+        sandbox_id = secrets.token_hex(32)
+        sandbox = Sandbox(
+            id=sandbox_id,
+            config=config,
+            state=State.CREATING,
+            created_at=time.time_ns(),
+            runtime_handler=runtime_handler or self.cfg.default_runtime,
+            pod_dir=self.pods_dir / sandbox_id,
+        )
+        md = config.metadata
+        async with self._names:
+            for other in self.sandboxes.values():
+                om = other.metadata
+                if (om.name, om.namespace, om.uid, om.attempt) == (md.name, md.namespace, md.uid, md.attempt):
+                    raise errors.AlreadyExists(
+                        f"pod sandbox name {md.name!r} (namespace {md.namespace!r}, uid {md.uid!r}, attempt {md.attempt}) "
+                        f"is taken by {other.id}"
+                    )
+            try:
+                await self.store.sandboxes.insert(sandbox.to_row())
+            except sqlite3.IntegrityError as exc:
+                raise errors.AlreadyExists(f"pod sandbox {md.name!r} in {md.namespace!r} exists: {exc}") from None
+            self.sandboxes[sandbox_id] = sandbox
+        async with self.lock(sandbox_id):
+            try:
+                await self._build(sandbox)
+            except BaseException as exc:
+                log.warning("RunPodSandbox %s (%s/%s) failed: %s; undoing", sandbox_id, md.namespace, md.name, exc)
+                await asyncio.shield(self._destroy(sandbox))
+                if isinstance(exc, (errors.CRIError, asyncio.CancelledError)):
+                    raise
+                if isinstance(exc, (conmon.ConmonError, oci.RuntimeCommandError)):
+                    raise errors.Internal(f"infra container of pod {md.namespace}/{md.name}: {exc}") from exc
+                raise
+        log.info("pod %s/%s running as %s (%s)", md.namespace, md.name, sandbox_id, ", ".join(sandbox.ips) or "host network")
+        return sandbox
+
+    async def _build(self, sandbox: Sandbox) -> None:
+        config = sandbox.config
+        self._step(STEP_DIR)
+        await asyncio.to_thread(self._write_pod_dir, sandbox)
+        sandbox.steps.append(STEP_DIR)
+        await self._save(sandbox)
+
+        if not sandbox.host_ipc:
+            self._step(STEP_SHM)
+            await asyncio.to_thread(self._mount_shm, sandbox)
+            sandbox.steps.append(STEP_SHM)
+            await self._save(sandbox)
+
+        if not sandbox.host_network:
+            self._step(STEP_NETNS)
+            sandbox.steps.append(STEP_NETNS)  # recorded first: set-up may fail halfway and must be undone
+            await self._save(sandbox)
+            await self.network.setup(sandbox)
+            sandbox.steps.append(STEP_NETWORK)
+            await self._save(sandbox)
+            self._step(STEP_NETWORK)
+        await asyncio.to_thread(self._write_hosts, sandbox)
+
+        self._step(STEP_INFRA)
+        runtime = self.handler(sandbox.runtime_handler)
+        parent = config.linux.cgroup_parent.rstrip("/") or "/pycri"
+        sandbox.cgroups_path = f"{parent}/pycri-{sandbox.id}"
+        spec = infra_spec(self._infra_options(sandbox))
+        await asyncio.to_thread(self._write_bundle, sandbox, spec)
+        sandbox.steps.append(STEP_INFRA)
+        await self._save(sandbox)
+        cspec = conmon.ConmonSpec(
+            cid=sandbox.id,
+            bundle=sandbox.infra_bundle,
+            log_path=str(sandbox.pod_dir / "infra.log"),
+            exit_dir=self.exit_dir,
+            socket_dir=self.sockets_dir,
+            persist_dir=sandbox.pod_dir / "infra-conmon",
+        )
+        sandbox.infra_pid = await conmon.create(self.cfg.conmon, runtime, cspec)
+        await oci.start(runtime, sandbox.id)
+        sandbox.state = State.READY
+        await self._save(sandbox)
+
+    def _infra_options(self, sandbox: Sandbox) -> InfraOptions:
+        config = sandbox.config
+        ns: dict[str, str] = {"mount": ""}
+        if not sandbox.host_network:
+            ns["network"] = sandbox.netns
+            ns["uts"] = ""
+        if not sandbox.host_ipc:
+            ns["ipc"] = ""
+        if not sandbox.host_pid:
+            ns["pid"] = ""
+        sc = config.linux.security_context
+        uid = sc.run_as_user.value if sc.HasField("run_as_user") else 65535
+        gid = sc.run_as_group.value if sc.HasField("run_as_group") else 65535
+        return InfraOptions(
+            infra_command=self.cfg.infra_command,
+            hostname=config.hostname,
+            namespaces=Namespaces(ns),
+            cgroups_path=sandbox.cgroups_path,
+            sysctls=dict(config.linux.sysctls),
+            oom_score_adj=checks.clamp_oom_score_adj(INFRA_OOM_SCORE_ADJ),
+            uid=uid,
+            gid=gid,
+            nofile=checks.max_nofile(1024),
+            annotations={"io.kubernetes.cri.sandbox-id": sandbox.id, "io.kubernetes.cri.container-type": "sandbox"},
+            shm_path=str(sandbox.shm_path) if not sandbox.host_ipc else "/dev/shm",
+        )
+
+    def _write_pod_dir(self, sandbox: Sandbox) -> None:
+        config = sandbox.config
+        sandbox.pod_dir.mkdir(parents=True, exist_ok=False, mode=0o711)
+        hostname = config.hostname or socket.gethostname()
+        (sandbox.pod_dir / "hostname").write_text(files.hostname_file(hostname))
+        dns = config.dns_config
+        if dns.servers or dns.searches or dns.options:
+            resolv = files.resolv_conf(dns.servers, dns.searches, dns.options)
+        else:
+            resolv = _read("/etc/resolv.conf")
+        (sandbox.pod_dir / "resolv.conf").write_text(resolv)
+        if config.log_directory:
+            Path(config.log_directory).mkdir(parents=True, exist_ok=True)
+
+    def _write_hosts(self, sandbox: Sandbox) -> None:
+        hostname = sandbox.config.hostname or socket.gethostname()
+        host_hosts = _read("/etc/hosts") if sandbox.host_network else None
+        (sandbox.pod_dir / "hosts").write_text(files.hosts_file(hostname, sandbox.ips, host_hosts))
+
+    def _mount_shm(self, sandbox: Sandbox) -> None:
+        sandbox.shm_path.mkdir(exist_ok=True)
+        flags = mounts.MS_NOSUID | mounts.MS_NODEV | mounts.MS_NOEXEC
+        mounts.mount("shm", str(sandbox.shm_path), "tmpfs", flags, f"mode=1777,size={SHM_SIZE}")
+
+    def _write_bundle(self, sandbox: Sandbox, spec: dict[str, Any]) -> None:
+        bundle = sandbox.infra_bundle
+        (bundle / "rootfs").mkdir(parents=True, exist_ok=True)
+        (bundle / "config.json").write_text(json.dumps(spec))
+
+    # -- stop / remove --------------------------------------------------------------------------
+
+    async def _kill_infra(self, sandbox: Sandbox) -> None:
+        runtime = self.handler(sandbox.runtime_handler)
+        current = await oci.state(runtime, sandbox.id)
+        if current is None or current.status == "stopped":
+            return
+        with contextlib.suppress(oci.RuntimeCommandError):
+            await oci.kill(runtime, sandbox.id, "KILL", all_processes=False)
+        pid = current.pid or sandbox.infra_pid
+        if pid and not await conmon.wait_pid(pid, STOP_WAIT):
+            raise errors.Internal(f"infra process {pid} of pod sandbox {sandbox.id} did not exit after SIGKILL")
+
+    async def stop(self, id_or_prefix: str) -> None:
+        sandbox = self.find(id_or_prefix)
+        if sandbox is None:
+            return  # already gone: success, as kubelet expects
+        async with self.lock(sandbox.id):
+            await self.containers.stop_containers(sandbox.id)
+            if STEP_INFRA in sandbox.steps:
+                await self._kill_infra(sandbox)
+            if not sandbox.network_torn_down and STEP_NETNS in sandbox.steps:
+                await self.network.teardown(sandbox)
+                sandbox.network_torn_down = True
+            if sandbox.state is not State.NOTREADY:
+                sandbox.state = State.NOTREADY
+                log.info("pod %s/%s (%s) stopped", sandbox.metadata.namespace, sandbox.metadata.name, sandbox.id)
+            await self._save(sandbox)
+
+    async def remove(self, id_or_prefix: str) -> None:
+        sandbox = self.find(id_or_prefix)
+        if sandbox is None:
+            return
+        await self.containers.remove_containers(sandbox.id)
+        async with self.lock(sandbox.id):
+            if sandbox.id not in self.sandboxes:
+                return  # removed meanwhile
+            await self._destroy(sandbox)
+        log.info("pod %s/%s (%s) removed", sandbox.metadata.namespace, sandbox.metadata.name, sandbox.id)
+
+    async def _destroy(self, sandbox: Sandbox) -> None:
+        """Undo every step ``sandbox`` records, in reverse, then forget it. Safe to repeat."""
+        runtime = self.handler(sandbox.runtime_handler)
+        if STEP_INFRA in sandbox.steps:
+            await self._kill_infra(sandbox)
+            await oci.delete(runtime, sandbox.id, force=True)
+            with contextlib.suppress(FileNotFoundError):
+                await asyncio.to_thread(conmon.exit_file(self.exit_dir, sandbox.id).unlink)
+        if STEP_NETNS in sandbox.steps and not sandbox.network_torn_down:
+            await self.network.teardown(sandbox)
+            sandbox.network_torn_down = True
+        if STEP_SHM in sandbox.steps:
+            await asyncio.to_thread(mounts.unmount, str(sandbox.shm_path))
+        if STEP_DIR in sandbox.steps or sandbox.pod_dir.exists():
+            await asyncio.to_thread(shutil.rmtree, sandbox.pod_dir, True)
+        await self.store.sandboxes.delete(sandbox.id)
+        self.sandboxes.pop(sandbox.id, None)
+        self._locks.pop(sandbox.id, None)
+
+    async def update_resources(
+        self, id_or_prefix: str, resources: api.LinuxContainerResources | None, overhead: api.LinuxContainerResources | None
+    ) -> None:
+        """Record the pod-level resources kubelet has applied to the pod cgroup (after a resize)."""
+        sandbox = self.get(id_or_prefix)
+        async with self.lock(sandbox.id):
+            if resources is not None:
+                sandbox.config.linux.resources.CopyFrom(resources)
+            if overhead is not None:
+                sandbox.config.linux.overhead.CopyFrom(overhead)
+            await self._save(sandbox)
+
+    # -- queries ----------------------------------------------------------------------------------
+
+    def list(self, filt: api.PodSandboxFilter | None) -> Iterable[Sandbox]:
+        for sandbox in sorted(self.sandboxes.values(), key=lambda s: s.created_at):
+            if sandbox.state is State.CREATING:
+                continue
+            if filt is not None:
+                if filt.id and not sandbox.id.startswith(filt.id):
+                    continue
+                if filt.HasField("state") and cri_state(sandbox) != filt.state.state:
+                    continue
+                if not match_labels(sandbox.config.labels, filt.label_selector):
+                    continue
+            yield sandbox
+
+    async def refresh(self, sandbox: Sandbox) -> None:
+        """A READY sandbox whose infra process died is NOTREADY."""
+        if sandbox.state is State.READY and not conmon.pid_alive(sandbox.infra_pid):
+            sandbox.state = State.NOTREADY
+            await self._save(sandbox)
+            log.warning("pod sandbox %s: infra process %d is gone; NOTREADY", sandbox.id, sandbox.infra_pid)
+
+    # -- recovery -------------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Load every sandbox; clean up half-made ones; mark those whose infra died NOTREADY."""
+        for d in (self.pods_dir, self.exit_dir, self.sockets_dir):
+            await asyncio.to_thread(d.mkdir, parents=True, exist_ok=True)
+        for row in await self.store.sandboxes.all():
+            sandbox = Sandbox.from_row(row)
+            self.sandboxes[sandbox.id] = sandbox
+            if sandbox.state is State.CREATING:
+                log.warning("pod sandbox %s was being created when pycri stopped; cleaning it up", sandbox.id)
+                await self._destroy(sandbox)
+                continue
+            runtime = self.handler(sandbox.runtime_handler)
+            current = await oci.state(runtime, sandbox.id) if STEP_INFRA in sandbox.steps else None
+            alive = current is not None and current.status == "running" and conmon.pid_alive(current.pid)
+            if sandbox.state is State.READY and not alive:
+                sandbox.state = State.NOTREADY
+                await self._save(sandbox)
+                log.warning("pod sandbox %s: infra container is not running; NOTREADY", sandbox.id)
+        # Pod directories no record knows of are leftovers of a crash before the first write.
+        known = set(self.sandboxes)
+        for name in await asyncio.to_thread(os.listdir, self.pods_dir):
+            if name not in known:
+                path = self.pods_dir / name
+                await asyncio.to_thread(mounts.unmount, str(path / "shm"))
+                await asyncio.to_thread(shutil.rmtree, path, True)
+        log.info("sandboxes: %d recovered", len(self.sandboxes))
+
+
+def cri_state(sandbox: Sandbox) -> api.PodSandboxState.ValueType:
+    return api.SANDBOX_READY if sandbox.state is State.READY else api.SANDBOX_NOTREADY
