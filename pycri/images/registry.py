@@ -201,7 +201,8 @@ class RegistryClient:
         response = await self._request(endpoint, "GET", path, creds, {"Accept": ACCEPT}, stream=True)
         try:
             if response.status_code == 404:
-                raise ManifestNotFound(f"{endpoint.host}/{endpoint.repository}:{reference}: manifest unknown")
+                sep = "@" if ":" in reference else ":"
+                raise ManifestNotFound(f"{endpoint.host}/{endpoint.repository}{sep}{reference}: manifest unknown")
             if response.status_code != 200:
                 raise RegistryError(f"{endpoint.host}: GET {path} answered {response.status_code}")
             body = bytearray()

@@ -60,6 +60,7 @@ MEDIA_TYPES: dict[str, str] = {
     f"{_DOCKER}.diff.tar.gzip": "gzip",
     f"{_DOCKER}.foreign.diff.tar.gzip": "gzip",
     f"{_DOCKER}.diff.tar.zstd": "zstd",
+    f"{_DOCKER}.diff.tar": "tar",  # not in Docker's spec, but containerd and containers/image accept it
 }
 """Layer media type -> compression ("tar" means none)."""
 
