@@ -29,6 +29,7 @@ from pycri.network.pod import CNIPodNetwork
 from pycri.node import Node
 from pycri.oci import handlers_from_config
 from pycri.sandboxes.service import SandboxService
+from pycri.server.admin import AdminService, admin_handler
 from pycri.server.app import build_server
 from pycri.server.image_pull import ImagePullService
 from pycri.server.image_remove import ImageRemoveService
@@ -163,7 +164,7 @@ class Daemon:
             ImageRemoveService(self.images),
             ImageFsInfoService(self.images),
         ]
-        main = build_server(families)
+        main = build_server(families, extra_handlers=[admin_handler(AdminService(self.images))])
         self.servers.append(main)
         await self._bind(main, Path(cfg.socket))
         if cfg.image_socket:

@@ -1,7 +1,8 @@
-"""Regenerate the Python modules of ``pycri/api/api.proto``.
+"""Regenerate the Python modules of ``pycri/api/api.proto`` and ``pycri/api/admin.proto``.
 
 Run ``python -m pycri.api.generate`` from anywhere; it writes ``api_pb2.py``,
-``api_pb2_grpc.py`` and their ``.pyi`` stubs (mypy-protobuf) beside the .proto.
+``api_pb2_grpc.py``, ``admin_pb2.py``, ``admin_pb2_grpc.py`` and their ``.pyi``
+stubs (mypy-protobuf) beside the .proto files.
 ``--out DIR`` writes them elsewhere (the tests use that to check that the
 committed modules are up to date). Needs the ``dev`` extra (grpcio-tools,
 mypy-protobuf).
@@ -17,12 +18,16 @@ from pathlib import Path
 
 API_DIR = Path(__file__).resolve().parent
 ROOT = API_DIR.parent.parent
-PROTO = API_DIR / "api.proto"
-GENERATED = ("api_pb2.py", "api_pb2.pyi", "api_pb2_grpc.py", "api_pb2_grpc.pyi")
+PROTO = API_DIR / "api.proto"  # runtime.v1, the CRI
+ADMIN_PROTO = API_DIR / "admin.proto"  # pycri.admin.v1, pycri's own
+PROTOS = (PROTO, ADMIN_PROTO)
+GENERATED = tuple(
+    f"{proto.stem}{suffix}" for proto in PROTOS for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+)
 
 
 def generate(out: Path) -> list[Path]:
-    """Compile api.proto into ``out``; returns the files written."""
+    """Compile the .proto files into ``out``; returns the files written."""
     from grpc_tools import protoc  # dev-only dependency
 
     bindir = Path(sys.executable).parent
@@ -40,10 +45,10 @@ def generate(out: Path) -> list[Path]:
             f"--grpc_python_out={tmp}",
             f"--mypy_out={tmp}",
             f"--mypy_grpc_out={tmp}",
-            str(PROTO.relative_to(ROOT)),
+            *(str(proto.relative_to(ROOT)) for proto in PROTOS),
         ]
         if protoc.main(args) != 0:
-            raise RuntimeError("protoc failed on " + str(PROTO))
+            raise RuntimeError("protoc failed on " + ", ".join(str(proto) for proto in PROTOS))
         out.mkdir(parents=True, exist_ok=True)
         written = []
         for name in GENERATED:

@@ -2,6 +2,7 @@
 
 pycri daemon [--config FILE]      run the runtime
 pycri version | info              ask a running daemon (--json for scripts)
+pycri pull | images | import      images: pull with progress, list, import archives (pycri/cli/images.py)
 pycri doctor                      check this host's prerequisites
 pycri config default | show       print the default / effective configuration
 """
@@ -21,6 +22,7 @@ from rich.table import Table
 
 import pycri
 from pycri import config as config_mod
+from pycri.cli import images as images_cli
 from pycri.client import Client, ClientError, UnavailableError
 from pycri.client.common import DEFAULT_SOCKET
 
@@ -161,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_daemon)
     client_command("version", "show client and runtime versions", cmd_version)
     client_command("info", "show runtime conditions, handlers and configuration", cmd_info)
+    images_cli.register(client_command, _socket)
     doc = sub.add_parser("doctor", help="check this host's prerequisites")
     doc.add_argument("--json", action="store_true")
     doc.set_defaults(func=cmd_doctor)

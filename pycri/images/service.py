@@ -10,12 +10,14 @@ blob or layer is deleted only when no image record, running pull or container
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pycri import errors
 from pycri.config import Config
@@ -207,6 +209,47 @@ class ImageService:
             log.info("tag %s moved from %s to %s", tag, previous.id, to.id)
         if tag not in to.repo_tags:
             to.repo_tags.append(tag)
+
+    async def add_record(
+        self,
+        *,
+        config_digest: str,
+        config: dict[str, Any],
+        chain_ids: builtins.list[str],
+        blobs: builtins.list[str],
+        size: int,
+        manifest_digest: str,
+        media_type: str,
+        names: builtins.list[str],
+    ) -> ImageRecord:
+        """Record an image whose blobs and layers are already stored (an import), tagged with ``names``.
+
+        ``names`` are normalised ``name:tag`` strings; a tag another image had moves here.
+        The caller keeps the blobs and layers claimed until this returns.
+        """
+        async with self._lock:
+            record = self.index.by_id.get(config_digest)
+            if record is None:
+                record = ImageRecord(
+                    id=config_digest,
+                    repo_tags=[],
+                    repo_digests=[],
+                    size=size,
+                    created_at=time.time_ns(),
+                    config=config,
+                    chain_ids=chain_ids,
+                    blobs=blobs,
+                    manifest_digest=manifest_digest,
+                    media_type=media_type,
+                )
+            else:
+                record.blobs = sorted(set(record.blobs) | set(blobs))
+            for name in names:
+                await self._move_tag(name, record)
+            await self.store.images.put(record.to_row())
+            self.index.put(record)
+        log.info("recorded image %s (%s)", record.id, ", ".join(names) or "untagged")
+        return record
 
     async def remove(self, text: str) -> ImageRecord | None:
         """Remove the image ``text`` names with all its tags; None when there was none."""

@@ -1,7 +1,8 @@
 """Assemble the gRPC servers from the RPC families.
 
-The main socket serves RuntimeService, ImageService and the v1alpha2 refusal;
-the optional image socket serves ImageService alone.
+The main socket serves RuntimeService, ImageService, the v1alpha2 refusal and
+any extra handlers (pycri's own Admin service); the optional image socket serves
+ImageService alone.
 """
 
 from __future__ import annotations
@@ -27,11 +28,18 @@ SERVER_OPTIONS = [
 ]
 
 
-def build_server(families: Sequence[object], *, images_only: bool = False) -> grpc.aio.Server:
+def build_server(
+    families: Sequence[object],
+    *,
+    images_only: bool = False,
+    extra_handlers: Sequence[grpc.GenericRpcHandler[Any, Any]] = (),
+) -> grpc.aio.Server:
+    """A server for the CRI ``families``; ``extra_handlers`` (other services) only when not ``images_only``."""
     server = grpc.aio.server(options=SERVER_OPTIONS)
     handlers: list[grpc.GenericRpcHandler[Any, Any]] = [service_handler(IMAGE_SERVICE, families)]
     if not images_only:
         handlers.insert(0, service_handler(RUNTIME_SERVICE, families))
         handlers.append(V1Alpha2Handler())
+        handlers.extend(extra_handlers)
     server.add_generic_rpc_handlers(handlers)
     return server

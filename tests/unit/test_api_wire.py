@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pycri.api import api_pb2, generate, wire
+from pycri.api import admin_pb2, api_pb2, generate, wire
 
 GOLDEN = Path(__file__).parent / "golden" / "api_wire.txt"
 
@@ -28,6 +28,22 @@ def test_generated_modules_are_up_to_date(tmp_path: Path) -> None:
         assert (tmp_path / name).read_text() == (generate.API_DIR / name).read_text(), (
             f"pycri/api/{name} is stale: run `python -m pycri.api.generate`"
         )
+
+
+def test_generate_covers_both_protos() -> None:
+    assert set(generate.GENERATED) == {
+        f"{stem}{suffix}" for stem in ("api", "admin") for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+    }
+
+
+def test_admin_api_stands_alone() -> None:
+    # pycri's own service: its own package, importing nothing, so runtime.v1's wire shape never depends on it.
+    assert admin_pb2.DESCRIPTOR.package == "pycri.admin.v1"
+    assert list(admin_pb2.DESCRIPTOR.dependencies) == []
+    methods = admin_pb2.DESCRIPTOR.services_by_name["Admin"].methods_by_name
+    assert set(methods) == {"PullImage", "ImportImages"}
+    assert methods["PullImage"].server_streaming
+    assert not methods["ImportImages"].server_streaming
 
 
 def test_services_and_rpc_count() -> None:
