@@ -37,3 +37,6 @@ for _ in $(seq 100); do
 done
 "$PYCRI" version
 "$PYCRI" info
+echo
+echo "A pod, run through pycri:"
+"$VENV/bin/python" "$ROOT/scripts/demo_pod.py"

@@ -48,6 +48,12 @@ async def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess[s
             proc.kill()
         await proc.wait()
         raise Internal(f"{' '.join(argv)}: no answer after {timeout:g}s") from None
+    except asyncio.CancelledError:
+        # Do not let the command finish behind the caller's back (after its clean-up ran).
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await asyncio.shield(proc.wait())
+        raise
     assert proc.returncode is not None
     return subprocess.CompletedProcess(argv, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
 

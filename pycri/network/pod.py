@@ -120,21 +120,25 @@ class CNIPodNetwork:
             pod_cidr=self._pod_cidr(),
         )
 
-    async def setup(self, sandbox: Attachment) -> None:
+    async def plan(self, sandbox: Attachment) -> None:
+        """Choose the netns path and the network before anything exists, so a crash can be undone."""
         networks, problems = await asyncio.to_thread(cni.load_networks, Path(self.cfg.cni.conf_dir))
         if not networks:
             detail = "; ".join(problems) or "none found"
             raise FailedPrecondition(f"pod network: no CNI network in {self.cfg.cni.conf_dir}: {detail}")
         network = networks[0]
-        request = self._request(sandbox)  # validates annotations before anything is created
-        name = f"pycri-{sandbox.id[:16]}"
-        sandbox.netns = str(netns.path_of(name))
-        await netns.create(name)
-        request.netns = sandbox.netns
+        self._request(sandbox)  # validates annotations before anything is created
+        sandbox.netns = str(netns.path_of(f"pycri-{sandbox.id[:16]}"))
         sandbox.network_name = network.name
         sandbox.network_result = {"conflist": network.raw, "result": None}
+
+    async def setup(self, sandbox: Attachment) -> None:
+        """Create the planned netns and attach it (``plan`` ran, and its result was recorded)."""
+        await netns.create(Path(sandbox.netns).name)
+        stored = sandbox.network_result or {}
+        network = cni.parse(Path(f"<planned config of {sandbox.id}>.conflist"), json.dumps(stored["conflist"]))
         await cni_exec.loopback_up(sandbox.netns, self.bin_dirs, container_id=sandbox.id)
-        result = await cni_exec.add(network, request, self.bin_dirs)
+        result = await cni_exec.add(network, self._request(sandbox), self.bin_dirs)
         sandbox.network_result = {"conflist": network.raw, "result": result.to_dict()}
         sandbox.ips = cni_exec.ips_of(result)
 

@@ -51,8 +51,11 @@ STOP_WAIT = 10.0
 class PodNetwork(Protocol):
     """Network set-up for pods (pycri.network.pod implements it with CNI)."""
 
+    async def plan(self, sandbox: Sandbox) -> None:
+        """Choose ``netns``, ``network_name`` and ``network_result`` (the config); create nothing."""
+
     async def setup(self, sandbox: Sandbox) -> None:
-        """Create ``sandbox.netns`` and attach it; fill ``netns``, ``ips``, ``network_name``, ``network_result``."""
+        """Create the planned ``netns`` and attach it; fill ``ips`` and ``network_result``."""
 
     async def teardown(self, sandbox: Sandbox) -> None:
         """Detach and delete the network namespace; idempotent, also when the netns is gone."""
@@ -210,15 +213,18 @@ class SandboxService:
         sandbox.steps.append(STEP_DIR)
         await self._save(sandbox)
 
+        # Each step is recorded before it runs (its undo copes with it not having happened),
+        # so neither a failure nor a crash nor a cancellation midway leaves it behind.
         if not sandbox.host_ipc:
             self._step(STEP_SHM)
-            await asyncio.to_thread(self._mount_shm, sandbox)
             sandbox.steps.append(STEP_SHM)
             await self._save(sandbox)
+            await asyncio.to_thread(self._mount_shm, sandbox)
 
         if not sandbox.host_network:
             self._step(STEP_NETNS)
-            sandbox.steps.append(STEP_NETNS)  # recorded first: set-up may fail halfway and must be undone
+            await self.network.plan(sandbox)
+            sandbox.steps.append(STEP_NETNS)
             await self._save(sandbox)
             await self.network.setup(sandbox)
             sandbox.steps.append(STEP_NETWORK)
@@ -349,13 +355,15 @@ class SandboxService:
         if STEP_INFRA in sandbox.steps:
             await self._kill_infra(sandbox)
             await oci.delete(runtime, sandbox.id, force=True)
-            with contextlib.suppress(FileNotFoundError):
-                await asyncio.to_thread(conmon.exit_file(self.exit_dir, sandbox.id).unlink)
+            for leftover in (conmon.exit_file(self.exit_dir, sandbox.id), self.sockets_dir / sandbox.id):
+                with contextlib.suppress(FileNotFoundError):
+                    await asyncio.to_thread(leftover.unlink)
         if STEP_NETNS in sandbox.steps and not sandbox.network_torn_down:
             await self.network.teardown(sandbox)
             sandbox.network_torn_down = True
         if STEP_SHM in sandbox.steps:
-            await asyncio.to_thread(mounts.unmount, str(sandbox.shm_path))
+            with contextlib.suppress(FileNotFoundError):
+                await asyncio.to_thread(mounts.unmount, str(sandbox.shm_path))
         if STEP_DIR in sandbox.steps or sandbox.pod_dir.exists():
             await asyncio.to_thread(shutil.rmtree, sandbox.pod_dir, True)
         await self.store.sandboxes.delete(sandbox.id)
