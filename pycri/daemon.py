@@ -23,6 +23,8 @@ import grpc
 
 import pycri
 from pycri.config import Config
+from pycri.containers.service import ContainerService
+from pycri.containers.specs import SpecFactory
 from pycri.host import checks
 from pycri.images.service import ImageService
 from pycri.network.pod import CNIPodNetwork
@@ -31,6 +33,10 @@ from pycri.oci import handlers_from_config
 from pycri.sandboxes.service import SandboxService
 from pycri.server.admin import AdminService, admin_handler
 from pycri.server.app import build_server
+from pycri.server.container_create import ContainerCreateService
+from pycri.server.container_exec import ContainerExecService
+from pycri.server.container_status import ContainerStatusService
+from pycri.server.container_stop import ContainerStopService
 from pycri.server.image_pull import ImagePullService
 from pycri.server.image_remove import ImageRemoveService
 from pycri.server.image_status import ImageStatusService
@@ -113,6 +119,7 @@ class Daemon:
         self.store: Store | None = None
         self.images: ImageService | None = None
         self.sandboxes: SandboxService | None = None
+        self.containers: ContainerService | None = None
         self.servers: list[grpc.aio.Server] = []
         self.bound: list[Path] = []
         self._stop = asyncio.Event()
@@ -148,14 +155,24 @@ class Daemon:
         handlers = handlers_from_config(cfg)
         node = Node(cfg, self.store, handlers)
         await node.load()
+        # Order matters: pods, then their containers, are recovered before the image store
+        # starts, because its garbage collection keeps the layers containers still use.
         self.images = ImageService(cfg, self.store)
-        await self.images.start()
         network = CNIPodNetwork(cfg, lambda: node.pod_cidr)
         await network.prepare()
         self.sandboxes = SandboxService(cfg, self.store, handlers, network)
         await self.sandboxes.recover()
+        self.containers = ContainerService(cfg, self.store, handlers, self.sandboxes, self.images)
+        rro = {name: await h.supports_mount_option("rro") for name, h in handlers.items()}
+        self.containers.build_spec = SpecFactory(self.containers.find, lambda handler: rro.get(handler, False))
+        await self.containers.recover()
+        await self.images.start()
         families: list[object] = [
             RuntimeInfoService(node),
+            ContainerCreateService(self.containers),
+            ContainerStopService(self.containers),
+            ContainerStatusService(self.containers),
+            ContainerExecService(self.containers),
             SandboxRunService(self.sandboxes),
             SandboxStopService(self.sandboxes),
             SandboxStatusService(self.sandboxes),
@@ -178,6 +195,8 @@ class Daemon:
         for path in self.bound:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+        if self.containers is not None:
+            await self.containers.close()
         if self.images is not None:
             await self.images.close()
         if self.store is not None:

@@ -8,7 +8,7 @@ VENV=${PYCRI_VENV:-$ROOT/.venv}
 
 # Runtime: OCI runtimes, the per-container monitor, the pod infra process,
 # CNI plugins, checkpoints. Tests: docker-registry (a local registry).
-PACKAGES=(runc crun conmon catatonit containernetworking-plugins criu iproute2 iptables iputils-ping docker-registry python3-venv)
+PACKAGES=(runc crun conmon catatonit containernetworking-plugins criu iproute2 iptables iputils-ping busybox-static docker-registry python3-venv)
 
 log() { echo "pycri setup: $*" >&2; }
 

@@ -112,7 +112,7 @@ def test_crictl_version_and_info(daemon: DaemonProcess) -> None:
 
 
 @needs_crictl
-def test_crictl_ps_gets_a_clean_unimplemented(daemon: DaemonProcess) -> None:
-    ps = crictl(daemon, "ps")
-    assert ps.returncode == 1
-    assert "code = Unimplemented desc = pycri does not implement runtime.v1.RuntimeService/ListContainers yet" in ps.stderr
+def test_crictl_stats_gets_a_clean_unimplemented(daemon: DaemonProcess) -> None:
+    stats = crictl(daemon, "stats")
+    assert stats.returncode == 1
+    assert "code = Unimplemented desc = pycri does not implement runtime.v1.RuntimeService/ListContainerStats yet" in stats.stderr

@@ -45,6 +45,16 @@ IMPLEMENTED: dict[str, tuple[type[Exception], str] | None] = {
     "RemovePodSandbox": (InvalidArgumentError, "pod_sandbox_id: required"),
     "PodSandboxStatus": (InvalidArgumentError, "pod_sandbox_id: required"),
     "UpdatePodSandboxResources": (InvalidArgumentError, "pod_sandbox_id: required"),
+    "ListContainers": None,
+    "StreamContainers": None,
+    "CreateContainer": (InvalidArgumentError, "pod_sandbox_id: required"),
+    "StartContainer": (InvalidArgumentError, "container_id: required"),
+    "StopContainer": (InvalidArgumentError, "container_id: required"),
+    "RemoveContainer": (InvalidArgumentError, "container_id: required"),
+    "ContainerStatus": (InvalidArgumentError, "container_id: required"),
+    "ExecSync": (InvalidArgumentError, "container_id: required"),
+    "UpdateContainerResources": (InvalidArgumentError, "container_id: required"),
+    "ReopenContainerLog": (InvalidArgumentError, "container_id: required"),
 }
 ALL_METHODS = [(s.name, m) for s in api.DESCRIPTOR.services_by_name.values() for m in s.methods]
 

@@ -1,0 +1,1 @@
+"""Containers: OCI spec inputs, rootfs, lifecycle under conmon, exec, recovery."""

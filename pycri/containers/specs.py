@@ -1,0 +1,157 @@
+"""Gathering what the pure spec builder needs: the user from the image's files, devices, seccomp.
+
+Everything that touches the disk runs in a worker thread; ``build_spec`` then
+hands a ``SpecInput`` to ``pycri.oci.container_spec.build``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pycri import errors
+from pycri.api import api_pb2 as api
+from pycri.containers import devices, users
+from pycri.containers.model import Container, State
+from pycri.host import cgroups, checks
+from pycri.oci import capabilities, container_spec, seccomp
+from pycri.sandboxes.model import Sandbox
+
+UserTriple = tuple[int, int, list[int]]
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What the spec depends on about this host, read once."""
+
+    layout: cgroups.Layout
+    unified_options: tuple[str, ...]
+    swap: bool
+    hugetlb: bool
+
+    @classmethod
+    def read(cls) -> HostFacts:
+        found = cgroups.detect()
+        options: tuple[str, ...] = ()
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/self/mounts").read_text().splitlines():
+                parts = line.split()
+                if len(parts) > 3 and parts[2] == "cgroup2":
+                    options = tuple(o for o in parts[3].split(",") if o in ("nsdelegate", "memory_recursiveprot"))
+        unified = found.unified
+        if found.layout is cgroups.Layout.V2 and unified is not None:
+            swap = Path(unified, "memory.swap.max").exists() or any(Path(unified).glob("*/memory.swap.max"))
+            hugetlb = "hugetlb" in Path(unified, "cgroup.controllers").read_text()
+        else:
+            memory = found.v1.get("memory")
+            swap = memory is not None and Path(memory, "memory.memsw.limit_in_bytes").exists()
+            hugetlb = "hugetlb" in found.v1
+        return cls(found.layout, options, swap, hugetlb)
+
+
+HOST = HostFacts.read()
+
+
+def prepare_mount_sources(config: api.ContainerConfig) -> None:
+    """Bind-mount sources must exist: a missing host path becomes a directory, as with containerd."""
+    for i, mount in enumerate(config.mounts):
+        if not mount.host_path or (mount.HasField("image") and mount.image.image):
+            continue
+        if not os.path.isabs(mount.host_path):
+            raise errors.InvalidArgument(f"config.mounts[{i}].host_path: {mount.host_path!r} must be absolute")
+        if not os.path.lexists(mount.host_path):
+            os.makedirs(mount.host_path, exist_ok=True)
+
+
+class SpecFactory:
+    def __init__(self, find_container: Callable[[str], Container | None], supports_rro: Callable[[str], bool]) -> None:
+        self.find_container = find_container
+        self.supports_rro = supports_rro  # handler name -> whether its runtime has the "rro" mount option
+
+    def _target_pid(self, config: api.ContainerConfig) -> int:
+        options = config.linux.security_context.namespace_options
+        if options.pid != api.TARGET:
+            return 0
+        target = self.find_container(options.target_id)
+        if target is None or target.state is not State.RUNNING:
+            raise errors.NotFound(
+                f"config.linux.security_context.namespace_options.target_id: container {options.target_id!r} is not running"
+            )
+        return target.pid
+
+    async def __call__(
+        self, container: Container, sandbox: Sandbox, image_config: dict[str, Any]
+    ) -> tuple[dict[str, Any], UserTriple]:
+        config = container.config
+        security = config.linux.security_context
+        privileged = security.privileged
+        if privileged and not sandbox.config.linux.security_context.privileged:
+            raise errors.InvalidArgument("config.linux.security_context.privileged: the pod sandbox is not privileged")
+        rootfs = str(container.rootfs)
+        user = await asyncio.to_thread(users.resolve_user, rootfs, str(image_config.get("User") or ""), security)
+        caps = capabilities.resolve(
+            security.capabilities.add_capabilities,
+            security.capabilities.drop_capabilities,
+            security.capabilities.add_ambient_capabilities,
+            privileged=privileged,
+            run_as_root=user.uid == 0,
+            field="config.linux.security_context.capabilities",
+        )
+        profile = security.seccomp if security.HasField("seccomp") else None
+        seccomp_profile = await asyncio.to_thread(
+            seccomp.resolve,
+            profile,
+            security.seccomp_profile_path,
+            caps.get("bounding", []),
+            privileged=privileged,
+            field="config.linux.security_context.seccomp",
+        )
+        host_devices = await asyncio.to_thread(devices.resolve_devices, config.devices)
+        all_devices = await asyncio.to_thread(devices.all_host_devices) if privileged else []
+        image_mounts: dict[str, str] = {}
+        for i, mount in enumerate(config.mounts):
+            if mount.HasField("image") and mount.image.image:
+                raise errors.Unimplemented(f"config.mounts[{i}].image: image volumes are not supported yet")
+        await asyncio.to_thread(prepare_mount_sources, config)
+        spec_input = container_spec.SpecInput(
+            container_id=container.id,
+            config=config,
+            sandbox=container_spec.SandboxInfo(
+                id=sandbox.id,
+                infra_pid=sandbox.infra_pid,
+                netns=sandbox.netns,
+                pod_dir=str(sandbox.pod_dir),
+                host_network=sandbox.host_network,
+                host_ipc=sandbox.host_ipc,
+                host_pid=sandbox.host_pid,
+                cgroup_parent=sandbox.config.linux.cgroup_parent,
+                config=sandbox.config,
+            ),
+            image_config=image_config,
+            rootfs=rootfs,
+            user=user,
+            seccomp=seccomp_profile,
+            devices=host_devices,
+            privileged_devices=all_devices,
+            image_mounts=image_mounts,
+            target_pid=self._target_pid(config),
+            nofile=checks.max_nofile(container_spec.DEFAULT_NOFILE),
+            min_oom_score_adj=checks.clamp_oom_score_adj(-1000),
+            supports_rro=self.supports_rro(container.runtime_handler),
+            log_path=container.log_path,
+            node_hostname=socket.gethostname(),
+            cgroup_v2=HOST.layout is cgroups.Layout.V2,
+            host_cgroup_options=HOST.unified_options,
+            swap_controller=HOST.swap,
+            hugetlb_controller=HOST.hugetlb,
+            apparmor_available=False,
+        )
+        spec = container_spec.build(spec_input)
+        uid, gid, groups = users.effective_user(user)
+        return spec, (uid, gid, list(groups))

@@ -1,0 +1,106 @@
+"""ContainerStatus, ListContainers and StreamContainers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+from google.protobuf import json_format
+
+from pycri.api import api_pb2 as api
+from pycri.containers.model import CRI_STATES, Container
+from pycri.containers.service import ContainerService
+
+STREAM_PAGE = 100
+
+
+def stop_signal_value(name: str) -> api.Signal.ValueType:
+    """CRI's enum for a signal name: SIGTERM -> SIGNAL_SIGTERM."""
+    try:
+        return api.Signal.Value("SIGNAL_" + name)
+    except ValueError:
+        return api.Signal.Value("SIGNAL_RUNTIME_DEFAULT")
+
+
+def to_status(container: Container) -> api.ContainerStatus:
+    config = container.config
+    status = api.ContainerStatus(
+        id=container.id,
+        metadata=config.metadata,
+        state=CRI_STATES[container.state],
+        created_at=container.created_at,
+        started_at=container.started_at,
+        finished_at=container.finished_at,
+        exit_code=container.exit_code,
+        image=api.ImageSpec(
+            image=config.image.image, annotations=config.image.annotations, user_specified_image=config.image.user_specified_image
+        ),
+        image_ref=container.image_ref,
+        reason=container.reason,
+        message=container.message,
+        labels=config.labels,
+        annotations=config.annotations,
+        mounts=config.mounts,
+        log_path=container.log_path,
+        image_id=container.image_id,
+        stop_signal=stop_signal_value(container.stop_signal),
+    )
+    status.resources.linux.CopyFrom(json_format.ParseDict(container.resources, api.LinuxContainerResources()))
+    status.user.linux.uid = container.uid
+    status.user.linux.gid = container.gid
+    status.user.linux.supplemental_groups.extend(container.supplemental_groups)
+    return status
+
+
+def to_listed(container: Container) -> api.Container:
+    config = container.config
+    return api.Container(
+        id=container.id,
+        pod_sandbox_id=container.sandbox_id,
+        metadata=config.metadata,
+        image=api.ImageSpec(image=config.image.image, annotations=config.image.annotations),
+        image_ref=container.image_ref,
+        state=CRI_STATES[container.state],
+        created_at=container.created_at,
+        labels=config.labels,
+        annotations=config.annotations,
+        image_id=container.image_id,
+    )
+
+
+def verbose_info(container: Container) -> str:
+    try:
+        spec = json.loads((container.bundle / "config.json").read_text())
+    except (OSError, ValueError):
+        spec = None
+    return json.dumps(
+        {
+            "pid": container.pid,
+            "sandboxID": container.sandbox_id,
+            "runtimeHandler": container.runtime_handler,
+            "rootfs": str(container.rootfs),
+            "runtimeSpec": spec,
+        }
+    )
+
+
+class ContainerStatusService:
+    def __init__(self, containers: ContainerService) -> None:
+        self.containers = containers
+
+    async def ContainerStatus(self, request: api.ContainerStatusRequest) -> api.ContainerStatusResponse:
+        container = self.containers.get(request.container_id)
+        response = api.ContainerStatusResponse(status=to_status(container))
+        if request.verbose:
+            response.info["info"] = verbose_info(container)
+        return response
+
+    async def ListContainers(self, request: api.ListContainersRequest) -> api.ListContainersResponse:
+        filt = request.filter if request.HasField("filter") else None
+        return api.ListContainersResponse(containers=[to_listed(c) for c in self.containers.query(filt)])
+
+    async def StreamContainers(self, request: api.StreamContainersRequest) -> AsyncIterator[api.StreamContainersResponse]:
+        filt = request.filter if request.HasField("filter") else None
+        listed = [to_listed(c) for c in self.containers.query(filt)]
+        for start in range(0, len(listed), STREAM_PAGE):
+            yield api.StreamContainersResponse(containers=listed[start : start + STREAM_PAGE])
