@@ -1,6 +1,6 @@
 """Show a running pycri at work: run a pod, show its state and IP, ping it, remove it.
 
-    .venv/bin/python scripts/demo_pod.py [--socket /run/pycri/pycri.sock] [--keep]
+.venv/bin/python scripts/demo_pod.py [--socket /run/pycri/pycri.sock] [--keep]
 """
 
 from __future__ import annotations
