@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from google.protobuf import json_format
 
 from pycri.api import api_pb2 as api
-from pycri.containers.model import CRI_STATES, Container
+from pycri.containers.model import CRI_STATES, Container, State
 from pycri.containers.service import ContainerService
 
 STREAM_PAGE = 100
@@ -87,6 +87,20 @@ def verbose_info(container: Container) -> str:
 class ContainerStatusService:
     def __init__(self, containers: ContainerService) -> None:
         self.containers = containers
+        self._listed: dict[tuple[str, State], api.Container] = {}  # as for sandboxes: cheap lists
+
+    def _list(self, filt: api.ContainerFilter | None) -> list[api.Container]:
+        out = []
+        for container in self.containers.query(filt):
+            key = (container.id, container.state)
+            listed = self._listed.get(key)
+            if listed is None:
+                listed = self._listed[key] = to_listed(container)
+            out.append(listed)
+        if len(self._listed) > 2 * len(self.containers.containers) + 16:
+            live = {(c.id, c.state) for c in self.containers.containers.values()}
+            self._listed = {k: v for k, v in self._listed.items() if k in live}
+        return out
 
     async def ContainerStatus(self, request: api.ContainerStatusRequest) -> api.ContainerStatusResponse:
         container = self.containers.get(request.container_id)
@@ -97,10 +111,10 @@ class ContainerStatusService:
 
     async def ListContainers(self, request: api.ListContainersRequest) -> api.ListContainersResponse:
         filt = request.filter if request.HasField("filter") else None
-        return api.ListContainersResponse(containers=[to_listed(c) for c in self.containers.query(filt)])
+        return api.ListContainersResponse(containers=self._list(filt))
 
     async def StreamContainers(self, request: api.StreamContainersRequest) -> AsyncIterator[api.StreamContainersResponse]:
         filt = request.filter if request.HasField("filter") else None
-        listed = [to_listed(c) for c in self.containers.query(filt)]
+        listed = self._list(filt)
         for start in range(0, len(listed), STREAM_PAGE):
             yield api.StreamContainersResponse(containers=listed[start : start + STREAM_PAGE])

@@ -70,6 +70,22 @@ def verbose_info(sandbox: Sandbox) -> str:
 class SandboxStatusService:
     def __init__(self, sandboxes: SandboxService) -> None:
         self.sandboxes = sandboxes
+        # Listed form of each sandbox by (id, state): building the message (its label and
+        # annotation maps above all) costs more than the rest of a list call together.
+        self._listed: dict[tuple[str, int], api.PodSandbox] = {}
+
+    def _list(self, filt: api.PodSandboxFilter | None) -> list[api.PodSandbox]:
+        out = []
+        for sandbox in self.sandboxes.list(filt):
+            key = (sandbox.id, cri_state(sandbox))
+            listed = self._listed.get(key)
+            if listed is None:
+                listed = self._listed[key] = to_listed(sandbox)
+            out.append(listed)
+        if len(self._listed) > 2 * len(self.sandboxes.sandboxes) + 16:
+            live = {(s.id, cri_state(s)) for s in self.sandboxes.sandboxes.values()}
+            self._listed = {k: v for k, v in self._listed.items() if k in live}
+        return out
 
     async def PodSandboxStatus(self, request: api.PodSandboxStatusRequest) -> api.PodSandboxStatusResponse:
         sandbox = self.sandboxes.get(request.pod_sandbox_id)
@@ -81,11 +97,11 @@ class SandboxStatusService:
 
     async def ListPodSandbox(self, request: api.ListPodSandboxRequest) -> api.ListPodSandboxResponse:
         filt = request.filter if request.HasField("filter") else None
-        return api.ListPodSandboxResponse(items=[to_listed(s) for s in self.sandboxes.list(filt)])
+        return api.ListPodSandboxResponse(items=self._list(filt))
 
     async def StreamPodSandboxes(self, request: api.StreamPodSandboxesRequest) -> AsyncIterator[api.StreamPodSandboxesResponse]:
         filt = request.filter if request.HasField("filter") else None
-        listed = [to_listed(s) for s in self.sandboxes.list(filt)]
+        listed = self._list(filt)
         for start in range(0, len(listed), STREAM_PAGE):
             yield api.StreamPodSandboxesResponse(pod_sandboxes=listed[start : start + STREAM_PAGE])
 
