@@ -30,7 +30,9 @@ from pycri.api import api_pb2 as api
 from pycri.config import Config
 from pycri.containers import rootfs as rootfs_mod
 from pycri.containers.model import STEP_CREATED, STEP_DIR, STEP_ROOTFS, Container, State
+from pycri.containers.specs import HOST
 from pycri.images.service import ImageService
+from pycri.oci import container_spec
 from pycri.sandboxes.model import Sandbox
 from pycri.sandboxes.model import State as SandboxState
 from pycri.sandboxes.service import SandboxService, match_labels
@@ -446,7 +448,9 @@ class ContainerService:
         async with self.lock(container.id):
             if container.state not in (State.CREATED, State.RUNNING):
                 raise errors.FailedPrecondition(f"container {container.id} is {container.state.value}: cannot update resources")
-            oci_resources = linux_resources(resources)
+            oci_resources = container_spec.linux_resources(
+                resources, swap_controller=HOST.swap, hugetlb_controller=HOST.hugetlb, what="linux"
+            )
             runtime = self.runtime(container)
             proc = await asyncio.create_subprocess_exec(
                 runtime.path,
@@ -527,33 +531,3 @@ def _cri_state_name(container: Container) -> str:
     from pycri.containers.model import CRI_STATES
 
     return api.ContainerState.Name(CRI_STATES[container.state])
-
-
-def linux_resources(r: api.LinuxContainerResources) -> dict[str, Any]:
-    """CRI LinuxContainerResources as the OCI ``linux.resources`` object (for ``runtime update``)."""
-    cpu: dict[str, Any] = {}
-    if r.cpu_shares:
-        cpu["shares"] = r.cpu_shares
-    if r.cpu_quota:
-        cpu["quota"] = r.cpu_quota
-    if r.cpu_period:
-        cpu["period"] = r.cpu_period
-    if r.cpuset_cpus:
-        cpu["cpus"] = r.cpuset_cpus
-    if r.cpuset_mems:
-        cpu["mems"] = r.cpuset_mems
-    memory: dict[str, Any] = {}
-    if r.memory_limit_in_bytes:
-        memory["limit"] = r.memory_limit_in_bytes
-    if r.memory_swap_limit_in_bytes:
-        memory["swap"] = r.memory_swap_limit_in_bytes
-    out: dict[str, Any] = {}
-    if cpu:
-        out["cpu"] = cpu
-    if memory:
-        out["memory"] = memory
-    if r.hugepage_limits:
-        out["hugepageLimits"] = [{"pageSize": h.page_size, "limit": h.limit} for h in r.hugepage_limits]
-    if r.unified:
-        out["unified"] = dict(r.unified)
-    return out

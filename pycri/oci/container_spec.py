@@ -483,8 +483,19 @@ def _namespaces(inp: SpecInput, cgroupns: bool) -> Namespaces:
 
 
 def _resources(inp: SpecInput) -> dict[str, Any]:
-    what = "config.linux.resources"
-    r = inp.config.linux.resources
+    return linux_resources(
+        inp.config.linux.resources, swap_controller=inp.swap_controller, hugetlb_controller=inp.hugetlb_controller
+    )
+
+
+def linux_resources(
+    r: api.LinuxContainerResources,
+    *,
+    swap_controller: bool = True,
+    hugetlb_controller: bool = True,
+    what: str = "config.linux.resources",
+) -> dict[str, Any]:
+    """CRI LinuxContainerResources as OCI ``linux.resources`` (without device rules): for create and update."""
     resources: dict[str, Any] = {}
     cpu: dict[str, Any] = {}
     if r.cpu_shares < 0 or r.cpu_period < 0:
@@ -508,13 +519,13 @@ def _resources(inp: SpecInput) -> dict[str, Any]:
     if r.memory_limit_in_bytes:
         memory["limit"] = r.memory_limit_in_bytes
         # containerd: memory+swap equal to memory, so the container does not swap unless asked to.
-        if not r.memory_swap_limit_in_bytes and inp.swap_controller:
+        if not r.memory_swap_limit_in_bytes and swap_controller:
             memory["swap"] = r.memory_limit_in_bytes
-    if r.memory_swap_limit_in_bytes and inp.swap_controller:
+    if r.memory_swap_limit_in_bytes and swap_controller:
         memory["swap"] = r.memory_swap_limit_in_bytes
     if memory:
         resources["memory"] = memory
-    if r.hugepage_limits and inp.hugetlb_controller:
+    if r.hugepage_limits and hugetlb_controller:
         limits = []
         for i, hp in enumerate(r.hugepage_limits):
             if not hp.page_size:

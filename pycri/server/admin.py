@@ -12,19 +12,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError, Message
 
 from pycri.api import admin_pb2 as admin
 from pycri.errors import InvalidArgument
 from pycri.images import auth, importer
 from pycri.images.records import ImageRecord
 from pycri.images.service import ImageService
-from pycri.server.rpc import intercept, intercept_stream
+from pycri.server.rpc import service_handler
 
 ADMIN_SERVICE = admin.DESCRIPTOR.services_by_name["Admin"]
 
@@ -88,30 +87,6 @@ class AdminService:
         return admin.ImportResponse(images=[admin.ImportedImage(id=r.id, repo_tags=r.repo_tags) for r in records])
 
 
-def _decoder(request_type: type[Message]) -> Callable[[bytes], Message]:
-    name = request_type.DESCRIPTOR.full_name
-
-    def decode(raw: bytes) -> Message:
-        try:
-            return request_type.FromString(raw)
-        except DecodeError as exc:
-            raise InvalidArgument(f"malformed {name}: {exc}") from None
-
-    return decode
-
-
 def admin_handler(family: AdminService) -> grpc.GenericRpcHandler[Any, Any]:
     """The gRPC handler of the Admin service, for ``build_server(..., extra_handlers=[...])``."""
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
-    for method in ADMIN_SERVICE.methods:
-        full = f"{ADMIN_SERVICE.full_name}/{method.name}"
-        decode = _decoder(getattr(admin, method.input_type.name))
-        serialize = getattr(admin, method.output_type.name).SerializeToString
-        impl = getattr(family, method.name)
-        if method.server_streaming:
-            stream = intercept_stream(full, impl, decode)
-            handlers[method.name] = grpc.unary_stream_rpc_method_handler(stream, response_serializer=serialize)
-        else:
-            unary = intercept(full, impl, decode)
-            handlers[method.name] = grpc.unary_unary_rpc_method_handler(unary, response_serializer=serialize)
-    return grpc.method_handlers_generic_handler(ADMIN_SERVICE.full_name, handlers)
+    return service_handler(ADMIN_SERVICE, [family])

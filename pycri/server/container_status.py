@@ -10,6 +10,7 @@ from google.protobuf import json_format
 from pycri.api import api_pb2 as api
 from pycri.containers.model import CRI_STATES, Container, State
 from pycri.containers.service import ContainerService
+from pycri.server.rpc import ListedCache
 
 STREAM_PAGE = 100
 
@@ -87,19 +88,11 @@ def verbose_info(container: Container) -> str:
 class ContainerStatusService:
     def __init__(self, containers: ContainerService) -> None:
         self.containers = containers
-        self._listed: dict[tuple[str, State], api.Container] = {}  # as for sandboxes: cheap lists
+        self._listed: ListedCache[State, api.Container] = ListedCache(to_listed)
 
     def _list(self, filt: api.ContainerFilter | None) -> list[api.Container]:
-        out = []
-        for container in self.containers.query(filt):
-            key = (container.id, container.state)
-            listed = self._listed.get(key)
-            if listed is None:
-                listed = self._listed[key] = to_listed(container)
-            out.append(listed)
-        if len(self._listed) > 2 * len(self.containers.containers) + 16:
-            live = {(c.id, c.state) for c in self.containers.containers.values()}
-            self._listed = {k: v for k, v in self._listed.items() if k in live}
+        out = [self._listed.get(c.id, c.state, c) for c in self.containers.query(filt)]
+        self._listed.prune({(c.id, c.state) for c in self.containers.containers.values()})
         return out
 
     async def ContainerStatus(self, request: api.ContainerStatusRequest) -> api.ContainerStatusResponse:

@@ -20,9 +20,10 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import grpc
+from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
@@ -131,7 +132,8 @@ def _unimplemented_stream(method: str) -> Callable[[Any, Context], AsyncIterator
 
 
 def _message_class(descriptor: Any) -> type[Message]:
-    cls: type[Message] = getattr(api_pb2, descriptor.name)
+    """The generated class of a message descriptor, whichever .proto it comes from."""
+    cls: type[Message] = message_factory.GetMessageClass(descriptor)
     return cls
 
 
@@ -167,3 +169,27 @@ def service_handler(service: ServiceDescriptor, families: Sequence[object]) -> g
     """A handler registering every RPC of ``service``, served by ``families`` where they implement it."""
     handlers = {m.name: _method_handler(service, m, families) for m in service.methods}
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
+K = TypeVar("K")
+M = TypeVar("M", bound=Message)
+
+
+class ListedCache(Generic[K, M]):
+    """Listed messages by (object id, state): rebuilding them (label and annotation maps above
+    all) cost more than the rest of a list call; an entry is reused while the state holds."""
+
+    def __init__(self, build: Callable[[Any], M]) -> None:
+        self._build = build
+        self._cache: dict[tuple[str, K], M] = {}
+
+    def get(self, obj_id: str, state: K, obj: Any) -> M:
+        key = (obj_id, state)
+        listed = self._cache.get(key)
+        if listed is None:
+            listed = self._cache[key] = self._build(obj)
+        return listed
+
+    def prune(self, live: set[tuple[str, K]]) -> None:
+        if len(self._cache) > 2 * len(live) + 16:
+            self._cache = {k: v for k, v in self._cache.items() if k in live}

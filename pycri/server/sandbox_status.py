@@ -12,6 +12,7 @@ from pycri.api import api_pb2 as api
 from pycri.errors import InvalidArgument
 from pycri.sandboxes.model import Sandbox
 from pycri.sandboxes.service import SandboxService, cri_state
+from pycri.server.rpc import ListedCache
 
 STREAM_PAGE = 100
 
@@ -70,21 +71,11 @@ def verbose_info(sandbox: Sandbox) -> str:
 class SandboxStatusService:
     def __init__(self, sandboxes: SandboxService) -> None:
         self.sandboxes = sandboxes
-        # Listed form of each sandbox by (id, state): building the message (its label and
-        # annotation maps above all) costs more than the rest of a list call together.
-        self._listed: dict[tuple[str, int], api.PodSandbox] = {}
+        self._listed: ListedCache[int, api.PodSandbox] = ListedCache(to_listed)
 
     def _list(self, filt: api.PodSandboxFilter | None) -> list[api.PodSandbox]:
-        out = []
-        for sandbox in self.sandboxes.list(filt):
-            key = (sandbox.id, cri_state(sandbox))
-            listed = self._listed.get(key)
-            if listed is None:
-                listed = self._listed[key] = to_listed(sandbox)
-            out.append(listed)
-        if len(self._listed) > 2 * len(self.sandboxes.sandboxes) + 16:
-            live = {(s.id, cri_state(s)) for s in self.sandboxes.sandboxes.values()}
-            self._listed = {k: v for k, v in self._listed.items() if k in live}
+        out = [self._listed.get(s.id, cri_state(s), s) for s in self.sandboxes.list(filt)]
+        self._listed.prune({(s.id, cri_state(s)) for s in self.sandboxes.sandboxes.values()})
         return out
 
     async def PodSandboxStatus(self, request: api.PodSandboxStatusRequest) -> api.PodSandboxStatusResponse:
