@@ -152,7 +152,7 @@ class Daemon:
             raise DaemonError("; ".join(f"{c.name}: {c.detail}" for c in fatal))
         await asyncio.to_thread(Path(cfg.root_dir).mkdir, parents=True, exist_ok=True, mode=0o711)
         self.store = await Store.open(cfg.database)
-        handlers = handlers_from_config(cfg)
+        handlers = await asyncio.to_thread(handlers_from_config, cfg, Path(cfg.state_dir) / "bin")
         node = Node(cfg, self.store, handlers)
         await node.load()
         # Order matters: pods, then their containers, are recovered before the image store

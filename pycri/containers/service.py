@@ -32,7 +32,7 @@ from pycri.containers import rootfs as rootfs_mod
 from pycri.containers.model import STEP_CREATED, STEP_DIR, STEP_ROOTFS, Container, State
 from pycri.containers.specs import HOST
 from pycri.images.service import ImageService
-from pycri.oci import container_spec
+from pycri.oci import container_spec, hybrid
 from pycri.sandboxes.model import Sandbox
 from pycri.sandboxes.model import State as SandboxState
 from pycri.sandboxes.service import SandboxService, match_labels
@@ -106,6 +106,14 @@ class ContainerService:
         if found is None:
             raise errors.NotFound(f"container {id_or_prefix!r} not found")
         return found
+
+    @staticmethod
+    def _cgroups_path(container: Container) -> str:
+        try:
+            spec = json.loads((container.bundle / "config.json").read_text())
+        except (OSError, ValueError):
+            return ""
+        return str(spec.get("linux", {}).get("cgroupsPath", ""))
 
     def runtime(self, container: Container) -> oci.OCIRuntime:
         return self.handlers[container.runtime_handler]
@@ -345,6 +353,7 @@ class ContainerService:
                 if state.pid:
                     await conmon.wait_pid(state.pid, 10)
             await oci.delete(runtime, container.id, force=True)
+            await asyncio.to_thread(hybrid.remove_unified_leftover, self._cgroups_path(container))
             for leftover in (conmon.exit_file(self.exit_dir, container.id), self.sockets_dir / container.id):
                 with contextlib.suppress(FileNotFoundError):
                     await asyncio.to_thread(leftover.unlink)

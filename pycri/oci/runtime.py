@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pycri.config import Config, RuntimeHandlerConfig
@@ -94,8 +95,15 @@ class OCIRuntime:
         return option in (await self.features()).get("mountOptions", [])
 
 
-def handlers_from_config(cfg: Config) -> dict[str, OCIRuntime]:
-    return {name: OCIRuntime.from_config(name, h) for name, h in cfg.runtimes.items()}
+def handlers_from_config(cfg: Config, launchers: Path | None = None) -> dict[str, OCIRuntime]:
+    """The configured handlers; with ``launchers``, host work-arounds (pycri.oci.hybrid) may apply."""
+    handlers = {name: OCIRuntime.from_config(name, h) for name, h in cfg.runtimes.items()}
+    if launchers is not None:
+        from pycri.oci import hybrid
+
+        for handler in handlers.values():
+            handler.path = hybrid.launcher_for(handler.path, launchers / handler.name)
+    return handlers
 
 
 class RuntimeCommandError(RuntimeError):

@@ -28,6 +28,7 @@ from pycri import conmon, errors, oci
 from pycri.api import api_pb2 as api
 from pycri.config import Config
 from pycri.host import checks, mounts
+from pycri.oci import hybrid
 from pycri.oci.spec import InfraOptions, Namespaces, infra_spec, sysctl_errors
 from pycri.sandboxes import files
 from pycri.sandboxes.model import (
@@ -355,6 +356,7 @@ class SandboxService:
         if STEP_INFRA in sandbox.steps:
             await self._kill_infra(sandbox)
             await oci.delete(runtime, sandbox.id, force=True)
+            await asyncio.to_thread(hybrid.remove_unified_leftover, sandbox.cgroups_path)
             for leftover in (conmon.exit_file(self.exit_dir, sandbox.id), self.sockets_dir / sandbox.id):
                 with contextlib.suppress(FileNotFoundError):
                     await asyncio.to_thread(leftover.unlink)

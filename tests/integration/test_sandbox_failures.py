@@ -380,7 +380,7 @@ async def make_env(tmp_path: Path, net: Net) -> AsyncIterator[EnvFactory]:
         store = await Store.open(cfg.database)
         network = CNIPodNetwork(cfg, lambda: "")
         await network.prepare()
-        svc = SandboxService(cfg, store, handlers_from_config(cfg), network)
+        svc = SandboxService(cfg, store, handlers_from_config(cfg, Path(cfg.state_dir) / "bin"), network)
         await svc.recover()
         env = Env(tmp=tmp, net=net, cfg=cfg, store=store, network=network, svc=svc, bin_dir=tmp / "bin")
         env.ipam_dirs.append(IPAM_ROOT / cni.DEFAULT_NETWORK_NAME)

@@ -210,3 +210,17 @@ def test_update_pod_sandbox_resources_is_recorded(client: Client, pods: list[str
     assert recorded == {"cpu_shares": "512", "memory_limit_in_bytes": str(256 << 20)}
     with pytest.raises(NotFoundError):
         client.update_pod_sandbox_resources(api.UpdatePodSandboxResourcesRequest(pod_sandbox_id="0" * 64, resources=resources))
+
+
+def test_crun_handler_runs_pods(client: Client, daemon: DaemonProcess, pods: list[str]) -> None:
+    """crun is the second handler; on cgroup v1 hybrid hosts pycri runs it through its launcher."""
+    pod_id = run(client, pods, pod_config("crunpod"), handler="crun")
+    st, info = status(client, pod_id)
+    assert st.state == api.SANDBOX_READY
+    assert st.runtime_handler == "crun"
+    pid = int(info["pid"])  # type: ignore[call-overload]
+    assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2] == [b"/catatonit", b"-P"]
+    ping = subprocess.run(["ping", "-c1", "-W2", st.network.ip], capture_output=True, text=True)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    client.stop_pod_sandbox(api.StopPodSandboxRequest(pod_sandbox_id=pod_id))
+    assert not Path(f"/proc/{pid}").exists()
