@@ -141,8 +141,10 @@ class DaemonProcess:
                     subprocess.run([handler.path, "--root", handler.root, "delete", "--force", cid], capture_output=True)
         pods = Path(self.cfg.state_dir) / "pods"
         for pod in pods.iterdir() if pods.is_dir() else []:
-            subprocess.run(["umount", "-l", str(pod / "shm")], capture_output=True)
             subprocess.run(["ip", "netns", "delete", f"pycri-{pod.name[:16]}"], capture_output=True)
+        # Every mount below the daemon's directories (pod shm, container rootfs), deepest first.
+        for entry in sorted((e for e in self.leftovers() if e.startswith("mount ")), key=len, reverse=True):
+            subprocess.run(["umount", "-l", entry.removeprefix("mount ")], capture_output=True)
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()

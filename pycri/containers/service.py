@@ -232,13 +232,14 @@ class ContainerService:
                 raise errors.FailedPrecondition(
                     f"container {container.id} is {container.state.value}, not created: only a created container can start"
                 )
+            started = time.time_ns()  # before the start: a process that exits at once ends after it
             try:
                 await oci.start(self.runtime(container), container.id)
             except oci.RuntimeCommandError as exc:
                 await self._record_exit(container, start_failed=str(exc))
                 raise errors.Internal(f"starting container {container.id}: {exc}") from exc
             container.state = State.RUNNING
-            container.started_at = time.time_ns()
+            container.started_at = started
             await self._save(container)
             self._watch(container)
         log.info("container %s started (pid %d)", container.id, container.pid)
@@ -404,16 +405,22 @@ class ContainerService:
         if container.state is not State.RUNNING:
             raise errors.FailedPrecondition(f"container {container.id} is not running")
         runtime = self.runtime(container)
-        pid_file = container.dir / f"exec-{secrets.token_hex(4)}.pid"
+        token = secrets.token_hex(4)
+        pid_file = container.dir / f"exec-{token}.pid"
+        process_file = container.dir / f"exec-{token}.json"
+        # The command runs as the container's own process does (user, groups, capabilities, env,
+        # cwd, no_new_privs): runc's exec would inherit those, crun's would not.
+        await asyncio.to_thread(self._write_exec_process, container, cmd, process_file)
         proc = await asyncio.create_subprocess_exec(
             runtime.path,
             "--root",
             runtime.root,
             "exec",
+            "--process",
+            str(process_file),
             "--pid-file",
             str(pid_file),
             container.id,
-            *cmd,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -448,9 +455,19 @@ class ContainerService:
                 await proc.wait()
             raise errors.DeadlineExceeded(f"command {cmd[0]!r} in container {container.id} timed out after {timeout}s") from None
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                pid_file.unlink()
+            for leftover in (pid_file, process_file):
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
         return out, err, int(code)
+
+    @staticmethod
+    def _write_exec_process(container: Container, cmd: list[str], target: Path) -> None:
+        spec = json.loads((container.bundle / "config.json").read_text())
+        process = dict(spec["process"])
+        process["args"] = list(cmd)
+        process["terminal"] = False
+        process.pop("consoleSize", None)
+        target.write_text(json.dumps(process))
 
     async def update_resources(self, cid: str, resources: api.LinuxContainerResources) -> None:
         container = self.get(cid)

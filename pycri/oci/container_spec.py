@@ -292,7 +292,9 @@ def _process(inp: SpecInput, spec_process: dict[str, Any], hostname: str) -> Non
     spec_process["cwd"] = _cwd(config, inp.image_config)
     spec_process["terminal"] = bool(config.tty)
     process_user: dict[str, Any] = {"uid": user.uid, "gid": user.gid}
-    extra = sorted({_check_id(g, "supplemental group") for g in user.additional_gids} - {user.gid})
+    # The primary group first, then the others: leaving it out would let a "deny this group"
+    # permission be bypassed (CVE-2023-25173; containerd, CRI-O and moby all include it).
+    extra = [user.gid, *sorted({_check_id(g, "supplemental group") for g in user.additional_gids} - {user.gid})]
     if extra:
         process_user["additionalGids"] = extra
     spec_process["user"] = process_user

@@ -180,7 +180,7 @@ def test_basic_spec_shape() -> None:
     assert process["args"] == ["/entry", "serve"]
     assert process["cwd"] == "/srv"
     assert process["terminal"] is False
-    assert process["user"] == {"uid": 0, "gid": 0}
+    assert process["user"] == {"uid": 0, "gid": 0, "additionalGids": [0]}
     assert process["noNewPrivileges"] is False
     assert process["oomScoreAdj"] == 0
     assert process["rlimits"] == [
@@ -212,7 +212,7 @@ def test_terminal_and_rlimit() -> None:
 def test_user_and_additional_gids() -> None:
     user = ResolvedUser(uid=1000, gid=3000, additional_gids=[50000, 4000, 3000, 4000])
     spec = spec_of(user=user)
-    assert spec["process"]["user"] == {"uid": 1000, "gid": 3000, "additionalGids": [4000, 50000]}
+    assert spec["process"]["user"] == {"uid": 1000, "gid": 3000, "additionalGids": [3000, 4000, 50000]}
 
 
 def test_user_out_of_range() -> None:
