@@ -5,7 +5,8 @@ hierarchy has controllers enabled ("cgroups in hybrid mode not supported").
 runc copes. pycri runs crun through a small launcher that gives it its own
 mount namespace (receiving the host's later mounts) in which the unified
 hierarchy is not mounted: crun then sees a plain cgroup v1 host and puts
-containers in the v1 controllers, as runc does.
+containers in the v1 controllers, as runc does. Only that namespace's copy of
+the mount is made private and unmounted; the host keeps its own.
 """
 
 from __future__ import annotations
@@ -19,9 +20,13 @@ from pycri.host import cgroups
 
 log = logging.getLogger("pycri.oci")
 
+# The new mount namespace keeps the host's propagation (so rshared container mounts still reach
+# the host); only its own copy of the unified mount is made private, then unmounted, so the
+# unmount cannot propagate anywhere. If making it private fails, nothing is unmounted.
 LAUNCHER = """#!/bin/sh
 # Written by pycri: runs {binary} without the cgroup v2 mount of this hybrid host ({unified}).
-exec unshare --mount --propagation slave /bin/sh -c 'umount -l {unified_q} 2>/dev/null; exec {binary_q} "$@"' {name} "$@"
+exec unshare --mount --propagation unchanged /bin/sh -c \
+  'mount --make-private {unified_q} && umount -l {unified_q}; exec {binary_q} "$@"' {name} "$@"
 """
 
 

@@ -22,14 +22,17 @@ def test_only_crun_on_hybrid_hosts_with_unified_controllers() -> None:
 def test_launcher_hides_the_unified_mount_and_passes_arguments(tmp_path: Path) -> None:
     text = hybrid.launcher_text("/usr/bin/crun", "/sys/fs/cgroup/unified")
     assert text.startswith("#!/bin/sh\n")
-    assert "unshare --mount --propagation slave" in text
-    assert "umount -l /sys/fs/cgroup/unified" in text
+    assert "unshare --mount --propagation unchanged" in text
+    # Private first, so the unmount cannot propagate to the host; no unmount if that fails.
+    assert "mount --make-private /sys/fs/cgroup/unified && umount -l /sys/fs/cgroup/unified" in text
     # The arguments reach the binary unchanged, spaces and all: echo stands in for crun, and the
     # launcher runs without unshare and with a path that is no mount, so it touches nothing real.
     harmless = hybrid.launcher_text("/bin/echo", str(tmp_path / "not-a-mount"))
     assert "umount -l /sys/fs/cgroup" not in harmless
     script = tmp_path / "launcher"
-    script.write_text(harmless.replace("exec unshare --mount --propagation slave ", "exec "))
+    script.write_text(
+        harmless.replace("exec unshare --mount --propagation unchanged ", "exec ").replace("mount --make-private", "false")
+    )
     script.chmod(0o755)
     out = subprocess.run([str(script), "--root", "/run/x y", "state", "id"], capture_output=True, text=True, check=True)
     assert out.stdout == "--root /run/x y state id\n"
