@@ -10,9 +10,7 @@ from google.protobuf import json_format
 from pycri.api import api_pb2 as api
 from pycri.containers.model import CRI_STATES, Container, State
 from pycri.containers.service import ContainerService
-from pycri.server.rpc import ListedCache
-
-STREAM_PAGE = 100
+from pycri.server.rpc import ListedCache, pages
 
 
 def stop_signal_value(name: str) -> api.Signal.ValueType:
@@ -108,6 +106,5 @@ class ContainerStatusService:
 
     async def StreamContainers(self, request: api.StreamContainersRequest) -> AsyncIterator[api.StreamContainersResponse]:
         filt = request.filter if request.HasField("filter") else None
-        listed = self._list(filt)
-        for start in range(0, len(listed), STREAM_PAGE):
-            yield api.StreamContainersResponse(containers=listed[start : start + STREAM_PAGE])
+        for page in pages(self._list(filt)):
+            yield api.StreamContainersResponse(containers=page)

@@ -7,8 +7,7 @@ from collections.abc import AsyncIterator
 from pycri.api import api_pb2 as api
 from pycri.images.records import ImageRecord
 from pycri.images.service import ImageService
-
-STREAM_PAGE = 100  # images per StreamImagesResponse
+from pycri.server.rpc import pages
 
 
 def to_cri_image(images: ImageService, record: ImageRecord) -> api.Image:
@@ -45,7 +44,5 @@ class ImageStatusService:
         return api.ListImagesResponse(images=[to_cri_image(self.images, r) for r in records])
 
     async def StreamImages(self, request: api.StreamImagesRequest) -> AsyncIterator[api.StreamImagesResponse]:
-        records = self.images.list(request.filter.image.image)
-        for start in range(0, len(records), STREAM_PAGE):
-            page = records[start : start + STREAM_PAGE]
+        for page in pages(self.images.list(request.filter.image.image)):
             yield api.StreamImagesResponse(images=[to_cri_image(self.images, r) for r in page])

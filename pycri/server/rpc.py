@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -193,3 +193,13 @@ class ListedCache(Generic[K, M]):
     def prune(self, live: set[tuple[str, K]]) -> None:
         if len(self._cache) > 2 * len(live) + 16:
             self._cache = {k: v for k, v in self._cache.items() if k in live}
+
+
+T = TypeVar("T")
+STREAM_PAGE = 100  # items per message of the Stream* RPCs
+
+
+def pages(items: Sequence[T], size: int = STREAM_PAGE) -> Iterator[Sequence[T]]:
+    """``items`` in pages of ``size``, for the Stream* RPCs (nothing for an empty list)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -12,9 +12,7 @@ from pycri.api import api_pb2 as api
 from pycri.errors import InvalidArgument
 from pycri.sandboxes.model import Sandbox
 from pycri.sandboxes.service import SandboxService, cri_state
-from pycri.server.rpc import ListedCache
-
-STREAM_PAGE = 100
+from pycri.server.rpc import ListedCache, pages
 
 
 def to_status(sandbox: Sandbox) -> api.PodSandboxStatus:
@@ -92,9 +90,8 @@ class SandboxStatusService:
 
     async def StreamPodSandboxes(self, request: api.StreamPodSandboxesRequest) -> AsyncIterator[api.StreamPodSandboxesResponse]:
         filt = request.filter if request.HasField("filter") else None
-        listed = self._list(filt)
-        for start in range(0, len(listed), STREAM_PAGE):
-            yield api.StreamPodSandboxesResponse(pod_sandboxes=listed[start : start + STREAM_PAGE])
+        for page in pages(self._list(filt)):
+            yield api.StreamPodSandboxesResponse(pod_sandboxes=page)
 
     async def UpdatePodSandboxResources(
         self, request: api.UpdatePodSandboxResourcesRequest
