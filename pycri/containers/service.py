@@ -347,7 +347,9 @@ class ContainerService:
     async def _destroy(self, container: Container) -> None:
         runtime = self.runtime(container)
         if STEP_CREATED in container.steps:
-            state = await oci.state(runtime, container.id)
+            # An exited container whose process is gone needs no `runtime state` round trip.
+            known_dead = container.state is State.EXITED and not conmon.pid_alive(container.pid)
+            state = None if known_dead else await oci.state(runtime, container.id)
             if state is not None and state.status not in ("stopped",):
                 with contextlib.suppress(oci.RuntimeCommandError):
                     await oci.kill(runtime, container.id, "KILL", all_processes=True)

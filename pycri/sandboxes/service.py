@@ -313,6 +313,8 @@ class SandboxService:
     # -- stop / remove --------------------------------------------------------------------------
 
     async def _kill_infra(self, sandbox: Sandbox) -> None:
+        if sandbox.state is State.NOTREADY and not conmon.pid_alive(sandbox.infra_pid):
+            return  # already dead: no `runtime state` round trip
         runtime = self.handler(sandbox.runtime_handler)
         current = await oci.state(runtime, sandbox.id)
         if current is None or current.status == "stopped":
