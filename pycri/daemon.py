@@ -35,6 +35,7 @@ from pycri.server.admin import AdminService, admin_handler
 from pycri.server.app import build_server
 from pycri.server.container_create import ContainerCreateService
 from pycri.server.container_exec import ContainerExecService
+from pycri.server.container_stats import ContainerStatsService
 from pycri.server.container_status import ContainerStatusService
 from pycri.server.container_stop import ContainerStopService
 from pycri.server.image_pull import ImagePullService
@@ -173,6 +174,7 @@ class Daemon:
             ContainerStopService(self.containers),
             ContainerStatusService(self.containers),
             ContainerExecService(self.containers),
+            ContainerStatsService(self.containers),
             SandboxRunService(self.sandboxes),
             SandboxStopService(self.sandboxes),
             SandboxStatusService(self.sandboxes),

@@ -112,7 +112,8 @@ def test_crictl_version_and_info(daemon: DaemonProcess) -> None:
 
 
 @needs_crictl
-def test_crictl_stats_gets_a_clean_unimplemented(daemon: DaemonProcess) -> None:
-    stats = crictl(daemon, "stats")
+def test_crictl_statsp_gets_a_clean_unimplemented(daemon: DaemonProcess) -> None:
+    stats = crictl(daemon, "statsp")
     assert stats.returncode == 1
-    assert "code = Unimplemented desc = pycri does not implement runtime.v1.RuntimeService/ListContainerStats yet" in stats.stderr
+    expected = "code = Unimplemented desc = pycri does not implement runtime.v1.RuntimeService/ListPodSandboxStats yet"
+    assert expected in stats.stderr

@@ -55,6 +55,9 @@ IMPLEMENTED: dict[str, tuple[type[Exception], str] | None] = {
     "ExecSync": (InvalidArgumentError, "container_id: required"),
     "UpdateContainerResources": (InvalidArgumentError, "container_id: required"),
     "ReopenContainerLog": (InvalidArgumentError, "container_id: required"),
+    "ContainerStats": (InvalidArgumentError, "container_id: required"),
+    "ListContainerStats": None,
+    "StreamContainerStats": None,
 }
 ALL_METHODS = [(s.name, m) for s in api.DESCRIPTOR.services_by_name.values() for m in s.methods]
 
