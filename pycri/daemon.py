@@ -30,6 +30,7 @@ from pycri.images.service import ImageService
 from pycri.network.pod import CNIPodNetwork
 from pycri.node import Node
 from pycri.oci import handlers_from_config
+from pycri.oci.features import HandlerFeatures
 from pycri.sandboxes.service import SandboxService
 from pycri.server.admin import AdminService, admin_handler
 from pycri.server.app import build_server
@@ -154,7 +155,8 @@ class Daemon:
         await asyncio.to_thread(Path(cfg.root_dir).mkdir, parents=True, exist_ok=True, mode=0o711)
         self.store = await Store.open(cfg.database)
         handlers = await asyncio.to_thread(handlers_from_config, cfg, Path(cfg.state_dir) / "bin")
-        node = Node(cfg, self.store, handlers)
+        features = HandlerFeatures(handlers, cfg.infra_command[0], "/pycri")
+        node = Node(cfg, self.store, handlers, features)
         await node.load()
         # Order matters: pods, then their containers, are recovered before the image store
         # starts, because its garbage collection keeps the layers containers still use.
@@ -164,8 +166,7 @@ class Daemon:
         self.sandboxes = SandboxService(cfg, self.store, handlers, network)
         await self.sandboxes.recover()
         self.containers = ContainerService(cfg, self.store, handlers, self.sandboxes, self.images)
-        rro = {name: await h.supports_mount_option("rro") for name, h in handlers.items()}
-        self.containers.build_spec = SpecFactory(self.containers.find, lambda handler: rro.get(handler, False))
+        self.containers.build_spec = SpecFactory(self.containers.find, features.recursive_read_only)
         await self.containers.recover()
         await self.images.start()
         families: list[object] = [

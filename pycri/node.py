@@ -22,6 +22,7 @@ from pycri.errors import InvalidArgument
 from pycri.host import checks
 from pycri.network import cni
 from pycri.oci import OCIRuntime
+from pycri.oci.features import HandlerFeatures
 from pycri.store import Store
 
 log = logging.getLogger("pycri.node")
@@ -41,17 +42,18 @@ class Condition:
 
 
 @dataclass(frozen=True)
-class HandlerFeatures:
+class HandlerReport:
     name: str
     recursive_read_only_mounts: bool
     user_namespaces: bool
 
 
 class Node:
-    def __init__(self, cfg: Config, store: Store, handlers: dict[str, OCIRuntime]) -> None:
+    def __init__(self, cfg: Config, store: Store, handlers: dict[str, OCIRuntime], features: HandlerFeatures) -> None:
         self.cfg = cfg
         self.store = store
         self.handlers = handlers
+        self.features = features
         self.pod_cidr = ""
         self._conditions: list[Condition] | None = None
         self._conditions_at = 0.0
@@ -105,14 +107,15 @@ class Node:
                 self._conditions_at = time.monotonic()
             return self._conditions
 
-    async def handler_features(self) -> list[HandlerFeatures]:
+    async def handler_features(self) -> list[HandlerReport]:
         """Features per handler, the default one also under the empty name as kubelet expects.
 
-        Recursive read-only mounts and user namespaces are reported false until
-        pycri's container code implements them, whatever the OCI runtime offers.
+        Recursive read-only mounts as the handler's runtime and the kernel allow
+        them; user namespaces are reported false until pycri implements them.
         """
         names = ["", *self.handlers]
-        return [HandlerFeatures(name=n, recursive_read_only_mounts=False, user_namespaces=False) for n in names]
+        rro = {n: await self.features.recursive_read_only(n or self.cfg.default_runtime) for n in names}
+        return [HandlerReport(name=n, recursive_read_only_mounts=rro[n], user_namespaces=False) for n in names]
 
     async def verbose_info(self) -> dict[str, str]:
         """JSON documents for ``Status(verbose=true)``: the effective config and what was found."""

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,7 +70,7 @@ def prepare_mount_sources(config: api.ContainerConfig) -> None:
 
 
 class SpecFactory:
-    def __init__(self, find_container: Callable[[str], Container | None], supports_rro: Callable[[str], bool]) -> None:
+    def __init__(self, find_container: Callable[[str], Container | None], supports_rro: Callable[[str], Awaitable[bool]]) -> None:
         self.find_container = find_container
         self.supports_rro = supports_rro  # handler name -> whether its runtime has the "rro" mount option
 
@@ -143,7 +143,7 @@ class SpecFactory:
             target_pid=self._target_pid(config),
             nofile=checks.max_nofile(container_spec.DEFAULT_NOFILE),
             min_oom_score_adj=checks.clamp_oom_score_adj(-1000),
-            supports_rro=self.supports_rro(container.runtime_handler),
+            supports_rro=await self.supports_rro(container.runtime_handler),
             log_path=container.log_path,
             node_hostname=socket.gethostname(),
             cgroup_v2=HOST.layout is cgroups.Layout.V2,

@@ -91,9 +91,6 @@ class OCIRuntime:
                 self._features = {}
         return self._features
 
-    async def supports_mount_option(self, option: str) -> bool:
-        return option in (await self.features()).get("mountOptions", [])
-
 
 def handlers_from_config(cfg: Config, launchers: Path | None = None) -> dict[str, OCIRuntime]:
     """The configured handlers; with ``launchers``, host work-arounds (pycri.oci.hybrid) may apply."""

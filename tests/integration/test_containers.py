@@ -757,6 +757,43 @@ def test_bind_mounts(h: Harness, tmp_path: Path) -> None:
 
 
 @pytest.fixture
+def dir_with_submount(tmp_path: Path) -> Iterator[Path]:
+    """A host directory with a tmpfs mounted on its ``sub`` directory, unmounted afterwards."""
+    source = tmp_path / "rro"
+    (source / "sub").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(source / "sub")], check=True)
+    try:
+        yield source
+    finally:
+        subprocess.run(["umount", "-l", str(source / "sub")], check=False)
+    assert mounted_below(source) == []
+
+
+@pytest.mark.parametrize("handler", ["runc", "crun"])
+def test_recursive_read_only_mounts(h: Harness, dir_with_submount: Path, handler: str) -> None:
+    features = {rh.name: rh.features.recursive_read_only_mounts for rh in h.client.status(api.StatusRequest()).runtime_handlers}
+    assert features[handler], f"{handler} should support rro on this kernel: {features}"
+    pod = h.pod(f"rro-{handler}", handler=handler)
+    rro = bind(dir_with_submount, "/mnt/rro", readonly=True)
+    rro.recursive_read_only = True
+    ro = bind(dir_with_submount, "/mnt/ro", readonly=True)
+    cid = h.container(pod, "rro", mounts=[rro, ro])
+    assert "Read-only file system" in h.fails(cid, "touch /mnt/rro/sub/x")
+    assert "Read-only file system" in h.fails(cid, "touch /mnt/ro/x")
+    h.sh(cid, "touch /mnt/ro/sub/x")  # plain ro leaves submounts writable
+    assert (dir_with_submount / "sub" / "x").exists()
+
+    rw = bind(dir_with_submount, "/mnt/bad")
+    rw.recursive_read_only = True
+    with pytest.raises(InvalidArgumentError, match=r"config.mounts\[0\].recursive_read_only: needs readonly"):
+        h.container(pod, "rro-rw", mounts=[rw])
+    slave = bind(dir_with_submount, "/mnt/bad", readonly=True, propagation=api.PROPAGATION_HOST_TO_CONTAINER)
+    slave.recursive_read_only = True
+    with pytest.raises(InvalidArgumentError, match="needs private propagation, not PROPAGATION_HOST_TO_CONTAINER"):
+        h.container(pod, "rro-slave", mounts=[slave])
+
+
+@pytest.fixture
 def shared_dir(tmp_path: Path) -> Iterator[Path]:
     """A host directory that is a shared mount (a bind of itself), unmounted with all below it afterwards."""
     source = tmp_path / "shared"
