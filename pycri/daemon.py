@@ -155,7 +155,7 @@ class Daemon:
         await asyncio.to_thread(Path(cfg.root_dir).mkdir, parents=True, exist_ok=True, mode=0o711)
         self.store = await Store.open(cfg.database)
         handlers = await asyncio.to_thread(handlers_from_config, cfg, Path(cfg.state_dir) / "bin")
-        features = HandlerFeatures(handlers, cfg.infra_command[0], "/pycri")
+        features = HandlerFeatures(handlers, cfg.infra_command[0], "/pycri", cfg.root_dir, (cfg.root_dir, cfg.state_dir))
         node = Node(cfg, self.store, handlers, features)
         await node.load()
         # Order matters: pods, then their containers, are recovered before the image store
@@ -164,6 +164,7 @@ class Daemon:
         network = CNIPodNetwork(cfg, lambda: node.pod_cidr)
         await network.prepare()
         self.sandboxes = SandboxService(cfg, self.store, handlers, network)
+        self.sandboxes.userns_supported = features.user_namespaces
         await self.sandboxes.recover()
         self.containers = ContainerService(cfg, self.store, handlers, self.sandboxes, self.images)
         self.containers.build_spec = SpecFactory(self.containers.find, features.recursive_read_only)

@@ -111,11 +111,14 @@ class Node:
         """Features per handler, the default one also under the empty name as kubelet expects.
 
         Recursive read-only mounts as the handler's runtime and the kernel allow
-        them; user namespaces are reported false until pycri implements them.
+        them; user namespaces as the host allows ID-mapped mounts of the layers.
         """
-        names = ["", *self.handlers]
-        rro = {n: await self.features.recursive_read_only(n or self.cfg.default_runtime) for n in names}
-        return [HandlerReport(name=n, recursive_read_only_mounts=rro[n], user_namespaces=False) for n in names]
+        reports = []
+        for name in ["", *self.handlers]:
+            handler = name or self.cfg.default_runtime
+            rro = await self.features.recursive_read_only(handler)
+            reports.append(HandlerReport(name, rro, await self.features.user_namespaces(handler)))
+        return reports
 
     async def verbose_info(self) -> dict[str, str]:
         """JSON documents for ``Status(verbose=true)``: the effective config and what was found."""

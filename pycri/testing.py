@@ -41,6 +41,7 @@ class DaemonProcess:
     def temporary(cls, **overrides: Any) -> DaemonProcess:
         """A daemon whose paths all live in a new temporary directory; ``overrides`` are config keys."""
         workdir = Path(tempfile.mkdtemp(prefix="pycri-test-"))
+        workdir.chmod(0o711)  # as /var/lib and /run: pods with their own user namespace reach their files
         data: dict[str, Any] = {
             "root_dir": str(workdir / "root"),
             "state_dir": str(workdir / "run"),

@@ -195,7 +195,10 @@ class ContainerService:
         layers = [self.images.layers.path(c) for c in container.chain_ids]
         container.steps.append(STEP_ROOTFS)
         await self._save(container)
-        await asyncio.to_thread(rootfs_mod.mount_rootfs, layers, container.dir)
+        userns = sandbox.user_namespace
+        await asyncio.to_thread(
+            rootfs_mod.mount_rootfs, layers, container.dir, sandbox.userns_path, userns.root if userns else None
+        )
         if self.build_spec is None:
             raise errors.Unavailable("container spec generation is not set up")
         spec, user = await self.build_spec(container, sandbox, image_config)
@@ -545,7 +548,11 @@ class ContainerService:
         for name in await asyncio.to_thread(os.listdir, self.root):
             if name not in known:
                 leftover = self.root / name
-                await asyncio.to_thread(rootfs_mod.unmount_rootfs, leftover)
+                try:
+                    await asyncio.to_thread(rootfs_mod.unmount_rootfs, leftover)
+                except OSError as exc:
+                    log.error("leftover container directory %s kept: %s", leftover, exc)
+                    continue
                 await asyncio.to_thread(shutil.rmtree, leftover, True)
         log.info("containers: %d recovered", len(self.containers))
 

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from pycri import errors
 from pycri.api import api_pb2 as api
 from pycri.containers import devices, users
 from pycri.containers.model import Container, State
-from pycri.host import cgroups, checks
+from pycri.host import cgroups, checks, idmap
 from pycri.oci import capabilities, container_spec, seccomp
 from pycri.sandboxes.model import Sandbox
 
@@ -58,15 +58,43 @@ class HostFacts:
 HOST = HostFacts.read()
 
 
+def _bind_mounts(config: api.ContainerConfig) -> Iterator[tuple[int, api.Mount]]:
+    for i, mount in enumerate(config.mounts):
+        if mount.host_path and not (mount.HasField("image") and mount.image.image):
+            yield i, mount
+
+
 def prepare_mount_sources(config: api.ContainerConfig) -> None:
     """Bind-mount sources must exist: a missing host path becomes a directory, as with containerd."""
-    for i, mount in enumerate(config.mounts):
-        if not mount.host_path or (mount.HasField("image") and mount.image.image):
-            continue
+    for i, mount in _bind_mounts(config):
         if not os.path.isabs(mount.host_path):
             raise errors.InvalidArgument(f"config.mounts[{i}].host_path: {mount.host_path!r} must be absolute")
         if not os.path.lexists(mount.host_path):
             os.makedirs(mount.host_path, exist_ok=True)
+
+
+def idmapped_bind_sources(config: api.ContainerConfig, into: Path, userns_path: str) -> dict[int, str]:
+    """ID-mapped clones of the bind-mount sources under ``into`` (a pod with its own user namespace).
+
+    kubelet's volumes then belong to the pod's root as they belong to the host's;
+    a file system that cannot be ID-mapped is an error naming the mount.
+    """
+    sources: dict[int, str] = {}
+    for i, mount in _bind_mounts(config):
+        target = into / str(i)
+        into.mkdir(exist_ok=True)
+        if os.path.isdir(mount.host_path):
+            target.mkdir()
+        else:
+            target.touch()
+        try:
+            idmap.clone(mount.host_path, str(target), userns_path)
+        except OSError as exc:
+            raise errors.FailedPrecondition(
+                f"config.mounts[{i}].host_path: {mount.host_path} cannot be ID-mapped for the pod's user namespace: {exc}"
+            ) from exc
+        sources[i] = str(target)
+    return sources
 
 
 class SpecFactory:
@@ -119,6 +147,9 @@ class SpecFactory:
             if mount.HasField("image") and mount.image.image:
                 raise errors.Unimplemented(f"config.mounts[{i}].image: image volumes are not supported yet")
         await asyncio.to_thread(prepare_mount_sources, config)
+        bind_sources: dict[int, str] = {}
+        if sandbox.userns_path:
+            bind_sources = await asyncio.to_thread(idmapped_bind_sources, config, container.dir / "binds", sandbox.userns_path)
         spec_input = container_spec.SpecInput(
             container_id=container.id,
             config=config,
@@ -132,6 +163,8 @@ class SpecFactory:
                 host_pid=sandbox.host_pid,
                 cgroup_parent=sandbox.config.linux.cgroup_parent,
                 config=sandbox.config,
+                userns_path=sandbox.userns_path,
+                userns=sandbox.user_namespace,
             ),
             image_config=image_config,
             rootfs=rootfs,
@@ -140,6 +173,7 @@ class SpecFactory:
             devices=host_devices,
             privileged_devices=all_devices,
             image_mounts=image_mounts,
+            bind_sources=bind_sources,
             target_pid=self._target_pid(config),
             nofile=checks.max_nofile(container_spec.DEFAULT_NOFILE),
             min_oom_score_adj=checks.clamp_oom_score_adj(-1000),

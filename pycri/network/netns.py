@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 from pycri.errors import AlreadyExists, Internal, InvalidArgument
+from pycri.host.userns import network_helper
 
 NETNS_DIR = Path("/run/netns")
 IP = "ip"
@@ -73,14 +74,27 @@ def exists(path: str | os.PathLike[str]) -> bool:
     return st.st_dev == reference.st_dev
 
 
-async def create(name: str) -> Path:
-    """Make the persistent network namespace ``/run/netns/<name>`` and return its path."""
+async def create(name: str, userns: str = "") -> Path:
+    """Make the persistent network namespace ``/run/netns/<name>`` and return its path.
+
+    With ``userns`` (a pinned user namespace) the network namespace is owned by
+    that user namespace, so its root may mount sysfs in it.
+    """
     path = path_of(name)
     if await asyncio.to_thread(os.path.lexists, path):
         raise AlreadyExists(f"network namespace {name!r} already exists at {path}")
-    result = await _run([IP, "netns", "add", name], timeout=30)
+    if not userns:
+        result = await _run([IP, "netns", "add", name], timeout=30)
+        if result.returncode != 0:
+            raise Internal(f"ip netns add {name}: {result.stderr.strip() or f'exit status {result.returncode}'}")
+        return path
+    helper = await network_helper(userns)
+    try:
+        result = await _run([IP, "netns", "attach", name, str(helper.pid)], timeout=30)
+    finally:
+        await helper.close()
     if result.returncode != 0:
-        raise Internal(f"ip netns add {name}: {result.stderr.strip() or f'exit status {result.returncode}'}")
+        raise Internal(f"ip netns attach {name}: {result.stderr.strip() or f'exit status {result.returncode}'}")
     return path
 
 

@@ -91,6 +91,7 @@ class Attachment(Protocol):
     ips: list[str]
     network_name: str
     network_result: dict[str, Any] | None
+    userns_path: str  # a pinned user namespace to own the netns ("" for the host's)
 
 
 class CNIPodNetwork:
@@ -134,7 +135,7 @@ class CNIPodNetwork:
 
     async def setup(self, sandbox: Attachment) -> None:
         """Create the planned netns and attach it (``plan`` ran, and its result was recorded)."""
-        await netns.create(Path(sandbox.netns).name)
+        await netns.create(Path(sandbox.netns).name, userns=sandbox.userns_path)
         stored = sandbox.network_result or {}
         network = cni.parse(Path(f"<planned config of {sandbox.id}>.conflist"), json.dumps(stored["conflist"]))
         await cni_exec.loopback_up(sandbox.netns, self.bin_dirs, container_id=sandbox.id)

@@ -33,6 +33,7 @@ from pycri import errors
 from pycri.api import api_pb2 as api
 from pycri.oci import capabilities
 from pycri.oci.spec import DEFAULT_NOFILE, Namespaces, base_spec, default_mounts
+from pycri.oci.userns import IDMapping, UserNamespace
 
 __all__ = [
     "ALLOWED_DEVICE_RULES",
@@ -106,6 +107,8 @@ class SandboxInfo:
     host_pid: bool
     cgroup_parent: str
     config: api.PodSandboxConfig
+    userns_path: str = ""  # the pod's pinned user namespace ("" for the host's)
+    userns: UserNamespace | None = None  # its mappings
 
 
 @dataclass
@@ -143,6 +146,7 @@ class SpecInput:
     devices: list[tuple[HostDevice, str, str]]  # (host device, container path, cgroup permissions)
     privileged_devices: list[HostDevice]  # every host device, for a privileged container
     image_mounts: dict[str, str]  # container path -> host dir where the image volume is mounted
+    bind_sources: dict[int, str] = field(default_factory=dict)  # mounts[i] -> its ID-mapped clone (user namespace)
     target_pid: int = 0  # the target container's pid, for PID namespace mode TARGET
     nofile: int = DEFAULT_NOFILE
     min_oom_score_adj: int = -1000  # the lowest oom_score_adj pycri may give (clamp_oom_score_adj)
@@ -298,6 +302,11 @@ def _process(inp: SpecInput, spec_process: dict[str, Any], hostname: str) -> Non
     if extra:
         process_user["additionalGids"] = extra
     spec_process["user"] = process_user
+    userns = inp.sandbox.userns
+    if userns is not None:
+        _check_mapped(user.uid, userns.uid, f"{SC_FIELD}.run_as_user (uid {user.uid})")
+        for g in extra or [user.gid]:
+            _check_mapped(g, userns.gid, f"{SC_FIELD} (gid {g})")
     caps = security.capabilities
     spec_process["capabilities"] = capabilities.resolve(
         caps.add_capabilities,
@@ -314,6 +323,12 @@ def _process(inp: SpecInput, spec_process: dict[str, Any], hostname: str) -> Non
     apparmor = _apparmor(security, inp)
     if apparmor:
         spec_process["apparmorProfile"] = apparmor
+
+
+def _check_mapped(value: int, mapping: IDMapping, what: str) -> None:
+    if mapping.to_host(value) is None:
+        last = mapping.container_id + mapping.size - 1
+        raise errors.InvalidArgument(f"{what}: not mapped in the pod's user namespace ({mapping.container_id}..{last})")
 
 
 # -- mounts ----------------------------------------------------------------------------------------
@@ -393,9 +408,7 @@ def _container_mounts(inp: SpecInput) -> tuple[list[dict[str, Any]], set[str], s
         destination = _clean(mount.container_path)
         if destination == "/":
             raise errors.InvalidArgument(f"{what}.container_path: cannot mount over the root filesystem")
-        if mount.uidMappings or mount.gidMappings:
-            name = "uidMappings" if mount.uidMappings else "gidMappings"
-            raise errors.InvalidArgument(f"{what}.{name}: ID-mapped mounts are not supported yet")
+        _check_mount_mappings(mount, what, inp.sandbox.userns)
         # selinux_relabel is accepted and ignored: pycri runs without SELinux labels.
         if mount.HasField("image") and mount.image.image:
             source = _image_source(mount, i, inp, destination)
@@ -404,12 +417,27 @@ def _container_mounts(inp: SpecInput) -> tuple[list[dict[str, Any]], set[str], s
                 raise errors.InvalidArgument(f"{what}.host_path: required")
             if not mount.host_path.startswith("/"):
                 raise errors.InvalidArgument(f"{what}.host_path: {mount.host_path!r} must be absolute")
-            source = mount.host_path
+            source = inp.bind_sources.get(i, mount.host_path)
         options, needs = _bind_options(mount, i, inp)
         if needs == "rshared" or (needs == "rslave" and rootfs_propagation != "rshared"):
             rootfs_propagation = needs
         mounts.append({"destination": destination, "type": "bind", "source": source, "options": options})
     return mounts, {m["destination"] for m in mounts}, rootfs_propagation
+
+
+def _check_mount_mappings(mount: api.Mount, what: str, userns: UserNamespace | None) -> None:
+    """A mount's own ID mappings: in a pod user namespace, the pod's (the default); elsewhere, none."""
+    for name, given, pod in (
+        ("uidMappings", mount.uidMappings, userns.uid if userns else None),
+        ("gidMappings", mount.gidMappings, userns.gid if userns else None),
+    ):
+        if not given:
+            continue
+        if pod is None:
+            raise errors.InvalidArgument(f"{what}.{name}: ID-mapped mounts need a pod with its own user namespace")
+        wanted = [IDMapping(m.container_id, m.host_id, m.length) for m in given]
+        if wanted != [pod]:
+            raise errors.InvalidArgument(f"{what}.{name}: only the pod's own mapping ({pod.line().strip()}) is supported")
 
 
 def _pod_mounts(inp: SpecInput, taken: set[str]) -> list[dict[str, Any]]:
@@ -450,12 +478,7 @@ def _namespaces(inp: SpecInput, cgroupns: bool) -> Namespaces:
     options = inp.config.linux.security_context.namespace_options
     if options.network == api.TARGET or options.ipc == api.TARGET:
         raise errors.InvalidArgument(f"{NS_FIELD}: TARGET is only valid for pid")
-    if options.HasField("userns_options"):
-        mode = options.userns_options.mode
-        if mode == api.POD:
-            raise errors.Unimplemented(f"{NS_FIELD}.userns_options: user namespaces are not supported yet")
-        if mode != api.NODE:
-            raise errors.InvalidArgument(f"{NS_FIELD}.userns_options.mode: must be POD or NODE")
+    _check_userns(options, sandbox.userns)
     if sandbox.infra_pid <= 0:
         raise errors.FailedPrecondition(f"pod sandbox {sandbox.id} has no running infra container")
     proc = f"/proc/{sandbox.infra_pid}/ns"
@@ -478,7 +501,28 @@ def _namespaces(inp: SpecInput, cgroupns: bool) -> Namespaces:
     entries["mount"] = ""
     if cgroupns:
         entries["cgroup"] = ""
+    if sandbox.userns is not None:
+        entries["user"] = sandbox.userns_path or f"{proc}/user"
     return Namespaces(entries)
+
+
+def _check_userns(options: api.NamespaceOption, pod: UserNamespace | None) -> None:
+    """A container shares its pod's user namespace: what kubelet sends must say the same."""
+    if not options.HasField("userns_options"):
+        return
+    userns = options.userns_options
+    what = f"{NS_FIELD}.userns_options"
+    if userns.mode not in (api.POD, api.NODE):
+        raise errors.InvalidArgument(f"{what}.mode: must be POD or NODE")
+    if pod is None:
+        if userns.mode == api.POD:
+            raise errors.InvalidArgument(f"{what}.mode: POD, but the pod sandbox has no user namespace of its own")
+        return
+    if userns.mode == api.NODE:
+        raise errors.InvalidArgument(f"{what}.mode: NODE, but the pod sandbox has its own user namespace")
+    for name, given, own in (("uids", userns.uids, pod.uid), ("gids", userns.gids, pod.gid)):
+        if given and [IDMapping(m.container_id, m.host_id, m.length) for m in given] != [own]:
+            raise errors.InvalidArgument(f"{what}.{name}: differ from the pod's ({own.line().strip()})")
 
 
 # -- resources and devices -------------------------------------------------------------------------
@@ -649,6 +693,8 @@ def build(inp: SpecInput) -> dict[str, Any]:
 
     linux["namespaces"] = _namespaces(inp, cgroupns).to_spec()
     linux["cgroupsPath"] = cgroups_path(inp.sandbox, inp.container_id)
+    if inp.sandbox.userns is not None:
+        linux.update(inp.sandbox.userns.to_spec())
     devices, rules = _devices(inp)
     linux["resources"] = {**_resources(inp), "devices": rules}
     if devices:

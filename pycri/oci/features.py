@@ -1,5 +1,9 @@
 """What an OCI runtime handler can do on this host, found out rather than assumed.
 
+Pod user namespaces need ID-mapped mounts of the file system holding the image
+layers, and overlayfs on ID-mapped layers (Linux 5.19); pycri tries the
+former once, as critest does.
+
 Recursive read-only mounts (the ``rro`` mount option) need the kernel's
 ``mount_setattr(2)`` (Linux 5.12) and a runtime that knows the option. A
 runtime with a ``features`` command (runc 1.1+) lists its mount options; one
@@ -14,15 +18,18 @@ import asyncio
 import contextlib
 import ctypes
 import errno
+import itertools
 import json
 import logging
 import os
 import secrets
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from pycri.host import idmap
 from pycri.oci import hybrid
 from pycri.oci import spec as oci_spec
 from pycri.oci.runtime import OCIRuntime, _last_error
@@ -31,6 +38,16 @@ log = logging.getLogger("pycri.oci")
 
 SYS_MOUNT_SETATTR = 442  # the same number on every architecture (asm-generic)
 PROBE_TIMEOUT = 20.0
+OVERLAY_IDMAPPED_LAYERS = (5, 19)
+
+
+def kernel_release() -> tuple[int, ...]:
+    """(6, 1) for "6.1.0-13-amd64"."""
+    parts = []
+    for part in os.uname().release.split(".")[:2]:
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        parts.append(int(digits or 0))
+    return tuple(parts)
 
 
 def kernel_has_mount_setattr() -> bool:
@@ -38,6 +55,19 @@ def kernel_has_mount_setattr() -> bool:
     libc = ctypes.CDLL(None, use_errno=True)
     result = libc.syscall(SYS_MOUNT_SETATTR, -1, None, 0, None, 0)
     return result == -1 and ctypes.get_errno() != errno.ENOSYS
+
+
+def unsearchable_parent(path: str) -> str:
+    """The first existing directory on the way to ``path`` that others may not search ("" when none)."""
+    current = Path(path).absolute()
+    for directory in [*reversed(current.parents), current]:
+        try:
+            mode = directory.stat().st_mode
+        except FileNotFoundError:
+            break  # pycri creates the rest itself (0711)
+        if not mode & stat.S_IXOTH:
+            return str(directory)
+    return ""
 
 
 def probe_spec(binary: str, source: str) -> dict[str, Any]:
@@ -102,12 +132,23 @@ async def probe_rro(rt: OCIRuntime, binary: str, cgroups_path: str) -> tuple[boo
 class HandlerFeatures:
     """Per-handler answers, worked out once on first use."""
 
-    def __init__(self, handlers: dict[str, OCIRuntime], probe_binary: str, cgroups_path: str) -> None:
+    def __init__(
+        self,
+        handlers: dict[str, OCIRuntime],
+        probe_binary: str,
+        cgroups_path: str,
+        layer_dir: str = "/var/lib",
+        pod_dirs: tuple[str, ...] = (),
+    ) -> None:
         self.handlers = handlers
         self.probe_binary = probe_binary
         self.cgroups_path = cgroups_path
+        self.layer_dir = layer_dir  # where image layers live: they are ID-mapped for pod user namespaces
+        self.pod_dirs = pod_dirs  # where rootfs and pod files live: a pod's unprivileged root must reach them
         self._rro: dict[str, asyncio.Task[bool]] = {}
         self._kernel_rro: bool | None = None
+        self._userns: asyncio.Task[str] | None = None
+        self._userns_logged = False
 
     async def _find_rro(self, name: str) -> bool:
         if self._kernel_rro is None:
@@ -139,3 +180,34 @@ class HandlerFeatures:
             with contextlib.suppress(KeyError):
                 del self._rro[name]
             return False
+
+    async def _find_userns(self) -> str:
+        release = kernel_release()
+        if release < OVERLAY_IDMAPPED_LAYERS:
+            return f"Linux {'.'.join(map(str, release))} cannot overlay ID-mapped layers (needs 5.19)"
+        for directory in self.pod_dirs:
+            blocked = await asyncio.to_thread(unsearchable_parent, directory)
+            if blocked:
+                return f"{blocked} is not searchable by others (a pod's root is an unprivileged host user): chmod o+x"
+        return await asyncio.to_thread(idmap.unsupported_reason, self.layer_dir)
+
+    async def user_namespaces(self, name: str) -> bool:
+        """Whether pods of handler ``name`` may have their own user namespace.
+
+        pycri ID-maps the rootfs and volumes itself and runc and crun join the
+        pod's pinned namespace, so the host decides, the same for every handler.
+        """
+        if name not in self.handlers:
+            return False
+        if self._userns is None:
+            self._userns = asyncio.ensure_future(self._find_userns())
+        try:
+            why = await asyncio.shield(self._userns)
+        except Exception:
+            log.exception("checking ID-mapped mounts failed")
+            self._userns = None
+            return False
+        if why and not self._userns_logged:
+            log.info("user namespaces are not offered: %s", why)
+            self._userns_logged = True
+        return not why

@@ -173,6 +173,7 @@ class InfraOptions:
     annotations: dict[str, str] = field(default_factory=dict)
     shm_path: str | None = None
     nofile: int = DEFAULT_NOFILE
+    id_mappings: dict[str, Any] = field(default_factory=dict)  # uidMappings/gidMappings of a pod user namespace
 
 
 def infra_spec(opts: InfraOptions) -> dict[str, Any]:
@@ -196,6 +197,7 @@ def infra_spec(opts: InfraOptions) -> dict[str, Any]:
     linux = spec["linux"]
     linux["namespaces"] = opts.namespaces.to_spec()
     linux["cgroupsPath"] = opts.cgroups_path
+    linux.update(copy.deepcopy(opts.id_mappings))
     if opts.sysctls:
         linux["sysctl"] = dict(opts.sysctls)
     if opts.resources:

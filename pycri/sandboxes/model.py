@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from pycri.api import api_pb2 as api
+from pycri.oci import userns
+from pycri.oci.userns import UserNamespace
 from pycri.store import SandboxRow
 
 
@@ -19,6 +21,7 @@ class State(enum.Enum):
 
 # Steps RunPodSandbox has completed, in order; undone in reverse.
 STEP_DIR = "dir"
+STEP_USERNS = "userns"
 STEP_SHM = "shm"
 STEP_NETNS = "netns"
 STEP_NETWORK = "network"
@@ -41,6 +44,7 @@ class Sandbox:
     infra_pid: int = 0
     cgroups_path: str = ""
     network_torn_down: bool = False
+    userns_path: str = ""  # the pinned user namespace of a pod with its own ("" for the host's)
 
     @property
     def metadata(self) -> api.PodSandboxMetadata:
@@ -61,6 +65,11 @@ class Sandbox:
     @property
     def host_pid(self) -> bool:
         return self.namespace_options.pid == api.NODE
+
+    @property
+    def user_namespace(self) -> UserNamespace | None:
+        """The pod's user namespace mappings (None: the host's); the config was checked at RunPodSandbox."""
+        return userns.from_options(self.namespace_options, "config.linux.security_context.namespace_options")
 
     @property
     def infra_bundle(self) -> Path:
@@ -92,6 +101,7 @@ class Sandbox:
                 "infra_pid": self.infra_pid,
                 "cgroups_path": self.cgroups_path,
                 "network_torn_down": self.network_torn_down,
+                "userns_path": self.userns_path,
             },
         )
 
@@ -113,4 +123,5 @@ class Sandbox:
             infra_pid=int(d.get("infra_pid", 0)),
             cgroups_path=str(d.get("cgroups_path", "")),
             network_torn_down=bool(d.get("network_torn_down", False)),
+            userns_path=str(d.get("userns_path", "")),
         )

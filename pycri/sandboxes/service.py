@@ -20,7 +20,7 @@ import shutil
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,7 +28,8 @@ from pycri import conmon, errors, oci
 from pycri.api import api_pb2 as api
 from pycri.config import Config
 from pycri.host import checks, mounts
-from pycri.oci import hybrid
+from pycri.host import userns as host_userns
+from pycri.oci import hybrid, userns
 from pycri.oci.spec import InfraOptions, Namespaces, infra_spec, sysctl_errors
 from pycri.sandboxes import files
 from pycri.sandboxes.model import (
@@ -37,6 +38,7 @@ from pycri.sandboxes.model import (
     STEP_NETNS,
     STEP_NETWORK,
     STEP_SHM,
+    STEP_USERNS,
     Sandbox,
     State,
 )
@@ -100,6 +102,8 @@ class SandboxService:
         self.sandboxes: dict[str, Sandbox] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._names = asyncio.Lock()
+        # Whether a handler may run pods with their own user namespace (set by the daemon).
+        self.userns_supported: Callable[[str], Awaitable[bool]] | None = None
         # Failure injection for tests: called with each step's name before it runs.
         self.before_step: Callable[[str], None] | None = None
 
@@ -156,11 +160,7 @@ class SandboxService:
             raise errors.InvalidArgument(
                 "config.linux.security_context.namespace_options.pid: TARGET is for containers, not pods"
             )
-        # POD is enum value 0: only a userns_options kubelet actually sent asks for a pod user namespace.
-        if options.HasField("userns_options") and options.userns_options.mode == api.POD:
-            raise errors.Unimplemented(
-                "config.linux.security_context.namespace_options.userns_options: user namespaces are not supported yet"
-            )
+        userns.from_options(options, "config.linux.security_context.namespace_options")
         problems = sysctl_errors(dict(config.linux.sysctls), options.network == api.NODE, options.ipc == api.NODE)
         if problems:
             raise errors.InvalidArgument("config.linux.sysctls: " + "; ".join(problems))
@@ -170,6 +170,14 @@ class SandboxService:
 
     async def run(self, config: api.PodSandboxConfig, runtime_handler: str) -> Sandbox:
         self._validate(config, runtime_handler)
+        options = config.linux.security_context.namespace_options
+        if userns.from_options(options, "") is not None:
+            handler = runtime_handler or self.cfg.default_runtime
+            if self.userns_supported is None or not await self.userns_supported(handler):
+                raise errors.FailedPrecondition(
+                    "config.linux.security_context.namespace_options.userns_options: this node cannot run pods with "
+                    "their own user namespace (no ID-mapped mounts of the image layers; see pycri's log)"
+                )
         sandbox_id = secrets.token_hex(32)
         sandbox = Sandbox(
             id=sandbox_id,
@@ -216,6 +224,13 @@ class SandboxService:
 
         # Each step is recorded before it runs (its undo copes with it not having happened),
         # so neither a failure nor a crash nor a cancellation midway leaves it behind.
+        if sandbox.user_namespace is not None:
+            self._step(STEP_USERNS)
+            sandbox.userns_path = str(sandbox.pod_dir / "userns")
+            sandbox.steps.append(STEP_USERNS)
+            await self._save(sandbox)
+            await host_userns.pin(Path(sandbox.userns_path), sandbox.user_namespace)
+
         if not sandbox.host_ipc:
             self._step(STEP_SHM)
             sandbox.steps.append(STEP_SHM)
@@ -265,8 +280,14 @@ class SandboxService:
         if not sandbox.host_pid:
             ns["pid"] = ""
         sc = config.linux.security_context
+        mappings = sandbox.user_namespace
         uid = sc.run_as_user.value if sc.HasField("run_as_user") else 65535
         gid = sc.run_as_group.value if sc.HasField("run_as_group") else 65535
+        if mappings is not None:
+            ns["user"] = sandbox.userns_path
+            # The infra process needs no identity of its own: in a short mapping it runs as the pod's root.
+            if mappings.uid.to_host(uid) is None or mappings.gid.to_host(gid) is None:
+                uid = gid = 0
         return InfraOptions(
             infra_command=self.cfg.infra_command,
             hostname=config.hostname,
@@ -279,6 +300,7 @@ class SandboxService:
             nofile=checks.max_nofile(1024),
             annotations={"io.kubernetes.cri.sandbox-id": sandbox.id, "io.kubernetes.cri.container-type": "sandbox"},
             shm_path=str(sandbox.shm_path) if not sandbox.host_ipc else "/dev/shm",
+            id_mappings=mappings.to_spec() if mappings is not None else {},
         )
 
     def _write_pod_dir(self, sandbox: Sandbox) -> None:
@@ -308,7 +330,18 @@ class SandboxService:
     def _write_bundle(self, sandbox: Sandbox, spec: dict[str, Any]) -> None:
         bundle = sandbox.infra_bundle
         (bundle / "rootfs").mkdir(parents=True, exist_ok=True)
+        mappings = sandbox.user_namespace
+        if mappings is not None:  # the runtime makes its mount points there as the pod's root
+            os.chown(bundle / "rootfs", *mappings.root)
         (bundle / "config.json").write_text(json.dumps(spec))
+
+    @staticmethod
+    def _remove_pod_dir(path: Path) -> None:
+        """Delete a pod directory, after unmounting what is mounted in it (shm, the user namespace)."""
+        remaining = mounts.unmount_below(str(path))
+        if remaining:
+            raise errors.Internal(f"cannot remove {path}: still mounted: {', '.join(remaining)}")
+        shutil.rmtree(path, ignore_errors=True)
 
     # -- stop / remove --------------------------------------------------------------------------
 
@@ -368,8 +401,10 @@ class SandboxService:
         if STEP_SHM in sandbox.steps:
             with contextlib.suppress(FileNotFoundError):
                 await asyncio.to_thread(mounts.unmount, str(sandbox.shm_path))
+        if STEP_USERNS in sandbox.steps:
+            await asyncio.to_thread(host_userns.release, Path(sandbox.userns_path))
         if STEP_DIR in sandbox.steps or sandbox.pod_dir.exists():
-            await asyncio.to_thread(shutil.rmtree, sandbox.pod_dir, True)
+            await asyncio.to_thread(self._remove_pod_dir, sandbox.pod_dir)
         await self.store.sandboxes.delete(sandbox.id)
         self.sandboxes.pop(sandbox.id, None)
         self._locks.pop(sandbox.id, None)
@@ -432,9 +467,7 @@ class SandboxService:
         known = set(self.sandboxes)
         for name in await asyncio.to_thread(os.listdir, self.pods_dir):
             if name not in known:
-                path = self.pods_dir / name
-                await asyncio.to_thread(mounts.unmount, str(path / "shm"))
-                await asyncio.to_thread(shutil.rmtree, path, True)
+                await asyncio.to_thread(self._remove_pod_dir, self.pods_dir / name)
         log.info("sandboxes: %d recovered", len(self.sandboxes))
 
 

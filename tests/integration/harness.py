@@ -88,6 +88,7 @@ class Harness:
         privileged: bool = False,
         pid: api.NamespaceMode.ValueType = api.POD,
         handler: str = "",
+        userns: api.UserNamespace | None = None,
     ) -> Pod:
         config = api.PodSandboxConfig(
             metadata=api.PodSandboxMetadata(name=name, namespace="containers", uid=f"uid-{name}"),
@@ -97,6 +98,8 @@ class Harness:
         )
         config.linux.security_context.privileged = privileged
         config.linux.security_context.namespace_options.pid = pid
+        if userns is not None:
+            config.linux.security_context.namespace_options.userns_options.CopyFrom(userns)
         pod_id = self.client.run_pod_sandbox(api.RunPodSandboxRequest(config=config, runtime_handler=handler)).pod_sandbox_id
         self.pods.append(pod_id)
         response = self.client.pod_sandbox_status(api.PodSandboxStatusRequest(pod_sandbox_id=pod_id, verbose=True))

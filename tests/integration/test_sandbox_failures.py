@@ -26,6 +26,7 @@ import random
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import time
 import uuid
@@ -44,7 +45,8 @@ from pycri.host import mounts
 from pycri.network import cni, cni_exec, netns
 from pycri.network.pod import CNIPodNetwork
 from pycri.oci import handlers_from_config
-from pycri.sandboxes.model import STEP_DIR, STEP_INFRA, STEP_NETNS, STEP_NETWORK, STEP_SHM, Sandbox, State
+from pycri.oci.features import HandlerFeatures
+from pycri.sandboxes.model import STEP_DIR, STEP_INFRA, STEP_NETNS, STEP_NETWORK, STEP_SHM, STEP_USERNS, Sandbox, State
 from pycri.sandboxes.service import SandboxService
 from pycri.store import Store
 
@@ -57,6 +59,7 @@ PLUGINS = ("bridge", "host-local", "loopback", "portmap", "bandwidth")
 IPAM_ROOT = Path("/var/lib/cni/networks")  # host-local's default dataDir is <this>/<network name>
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 STEPS = [STEP_DIR, STEP_SHM, STEP_NETNS, STEP_NETWORK, STEP_INFRA]
+USERNS_STEPS = [STEP_DIR, STEP_USERNS, STEP_SHM, STEP_NETNS, STEP_NETWORK, STEP_INFRA]
 WAIT = 30.0
 
 pytestmark = [
@@ -211,6 +214,14 @@ def remove_portmap_scaffolding(tool: str) -> None:
 # ---------------------------------------------------------------- fixtures
 
 
+def searchable(path: Path) -> None:
+    """Let others search ``path`` and its parents (pytest's are 0700), as a pod's unprivileged root must."""
+    for directory in [path, *path.parents]:
+        mode = directory.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            directory.chmod(mode | stat.S_IXOTH)
+
+
 @dataclass(frozen=True)
 class Net:
     bridge: str
@@ -267,14 +278,19 @@ class Env:
         assert self.ids, "no sandbox was created"
         return self.ids[-1]
 
-    def config(self, name: str = "web") -> api.PodSandboxConfig:
-        return api.PodSandboxConfig(
+    def config(self, name: str = "web", *, userns: bool = False) -> api.PodSandboxConfig:
+        config = api.PodSandboxConfig(
             metadata=api.PodSandboxMetadata(name=name, namespace="pycri-failures", uid=str(uuid.uuid4())),
             hostname=name,
             port_mappings=[
                 api.PortMapping(protocol=api.TCP, container_port=80, host_port=self.net.host_port, host_ip="127.0.0.1")
             ],
         )
+        if userns:
+            mapping = [api.IDMapping(container_id=0, host_id=2_000_000, length=65536)]
+            options = config.linux.security_context.namespace_options
+            options.userns_options.CopyFrom(api.UserNamespace(mode=api.POD, uids=mapping, gids=mapping))
+        return config
 
     def write_conflist(self, file_name: str, name: str, *extra: dict[str, Any]) -> Path:
         """A network of the module's bridge, followed by ``extra`` plugins (host-local's default dataDir)."""
@@ -380,7 +396,10 @@ async def make_env(tmp_path: Path, net: Net) -> AsyncIterator[EnvFactory]:
         store = await Store.open(cfg.database)
         network = CNIPodNetwork(cfg, lambda: "")
         await network.prepare()
-        svc = SandboxService(cfg, store, handlers_from_config(cfg, Path(cfg.state_dir) / "bin"), network)
+        handlers = handlers_from_config(cfg, Path(cfg.state_dir) / "bin")
+        svc = SandboxService(cfg, store, handlers, network)
+        searchable(tmp)
+        svc.userns_supported = HandlerFeatures(handlers, CATATONIT, "/pycri", str(tmp), (str(tmp),)).user_namespaces
         await svc.recover()
         env = Env(tmp=tmp, net=net, cfg=cfg, store=store, network=network, svc=svc, bin_dir=tmp / "bin")
         env.ipam_dirs.append(IPAM_ROOT / cni.DEFAULT_NETWORK_NAME)
@@ -524,6 +543,33 @@ async def test_failure_at_step_leaves_nothing(env: Env, step: str) -> None:
     await env.svc.stop(sandbox.id)
     await env.svc.remove(sandbox.id)
     await env.assert_clean(sandbox.id)
+
+
+@pytest.mark.parametrize("step", USERNS_STEPS)
+async def test_failure_at_step_of_a_user_namespace_pod_leaves_nothing(env: Env, step: str) -> None:
+    reached: list[str] = []
+
+    def fail(name: str) -> None:
+        reached.append(name)
+        if name == step:
+            raise RuntimeError(f"injected failure at {name}")
+
+    env.on_step = fail
+    with pytest.raises(RuntimeError, match=f"^injected failure at {step}$"):
+        await env.svc.run(env.config(userns=True), "")
+    assert reached == USERNS_STEPS[: USERNS_STEPS.index(step) + 1]
+    await env.assert_clean(env.last_id)
+
+    env.on_step = None
+    sandbox = await env.svc.run(env.config(userns=True), "")
+    assert sandbox.state is State.READY
+    userns = sandbox.userns_path
+    inode = (await asyncio.to_thread(os.stat, userns)).st_ino
+    assert os.readlink(f"/proc/{sandbox.infra_pid}/ns/user") == f"user:[{inode}]"
+    await env.svc.stop(sandbox.id)
+    await env.svc.remove(sandbox.id)
+    await env.assert_clean(sandbox.id)
+    assert not await asyncio.to_thread(os.path.lexists, userns)
 
 
 async def test_failure_at_infra_with_crun_leaves_nothing(env: Env) -> None:

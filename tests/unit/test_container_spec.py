@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from pycri.api import api_pb2 as api
 from pycri.oci import capabilities, container_spec
 from pycri.oci.container_spec import HostDevice, ResolvedUser, SandboxInfo, SpecInput, build, environment, process_args
 from pycri.oci.spec import DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS
+from pycri.oci.userns import IDMapping, UserNamespace
 
 POD_DIR = "/var/lib/pycri/pods/sb1"
 NETNS = "/var/run/netns/pycri-sb1"
@@ -393,19 +395,81 @@ def test_cgroup_namespace_v2_only_and_not_privileged() -> None:
     assert "cgroup" not in namespaces(spec_of(config, sandbox=sandbox(config=pod_config(privileged=True))))
 
 
-def test_user_namespace_pod_unimplemented() -> None:
+POD_USERNS = UserNamespace(IDMapping(0, 165536, 65536), IDMapping(0, 165536, 65536))
+USERNS_PATH = f"{POD_DIR}/userns"
+
+
+def userns_options(mode: api.NamespaceMode.ValueType, length: int = 65536, host: int = 165536) -> api.NamespaceOption:
+    mapping = [api.IDMapping(container_id=0, host_id=host, length=length)]
+    return api.NamespaceOption(userns_options=api.UserNamespace(mode=mode, uids=mapping, gids=mapping))
+
+
+def in_userns_pod(config: api.ContainerConfig | None = None, **changes: Any) -> dict[str, Any]:
+    return spec_of(config, sandbox=sandbox(userns=POD_USERNS, userns_path=USERNS_PATH), **changes)
+
+
+def test_user_namespace_of_the_pod_is_joined() -> None:
     config = container_config()
-    config.linux.security_context.namespace_options.userns_options.mode = api.POD
-    with pytest.raises(errors.Unimplemented, match="user namespaces are not supported yet"):
-        spec_of(config)
+    config.linux.security_context.namespace_options.CopyFrom(userns_options(api.POD))
+    spec = in_userns_pod(config, user=ResolvedUser(uid=1000, gid=1000, additional_gids=[5]))
+    assert namespaces(spec)["user"] == USERNS_PATH
+    assert spec["linux"]["uidMappings"] == [{"containerID": 0, "hostID": 165536, "size": 65536}]
+    assert spec["linux"]["gidMappings"] == [{"containerID": 0, "hostID": 165536, "size": 65536}]
+    assert spec["process"]["user"] == {"uid": 1000, "gid": 1000, "additionalGids": [1000, 5]}
+    # kubelet may leave the container's own options out: the pod's namespace is joined all the same
+    assert namespaces(in_userns_pod())["user"] == USERNS_PATH
 
 
-def test_user_namespace_node_is_fine_and_others_invalid() -> None:
+def test_user_namespace_ids_must_be_mapped() -> None:
+    message = "not mapped in the pod's user namespace (0..65535)"
+    with pytest.raises(errors.InvalidArgument, match=r"run_as_user \(uid 70000\): " + re.escape(message)):
+        in_userns_pod(user=ResolvedUser(uid=70000, gid=0))
+    with pytest.raises(errors.InvalidArgument, match=r"\(gid 65536\): " + re.escape(message)):
+        in_userns_pod(user=ResolvedUser(uid=0, gid=0, additional_gids=[65536]))
+
+
+@pytest.mark.parametrize(
+    ("options", "pod_userns", "message"),
+    [
+        (userns_options(api.POD), False, "userns_options.mode: POD, but the pod sandbox has no user namespace of its own"),
+        (
+            api.NamespaceOption(userns_options=api.UserNamespace(mode=api.NODE)),
+            True,
+            "userns_options.mode: NODE, but the pod sandbox has its own",
+        ),
+        (userns_options(api.CONTAINER), True, "userns_options.mode: must be POD or NODE"),
+        (userns_options(api.TARGET), False, "userns_options.mode: must be POD or NODE"),
+        (userns_options(api.POD, length=100), True, "userns_options.uids: differ from the pod's (0 165536 65536)"),
+        (userns_options(api.POD, host=1000), True, "userns_options.uids: differ from the pod's"),
+    ],
+)
+def test_user_namespace_errors(options: api.NamespaceOption, pod_userns: bool, message: str) -> None:
+    config = container_config()
+    config.linux.security_context.namespace_options.CopyFrom(options)
+    info = sandbox(userns=POD_USERNS, userns_path=USERNS_PATH) if pod_userns else sandbox()
+    assert message in invalid(config, sandbox=info)
+
+
+def test_user_namespace_node_is_fine() -> None:
     config = container_config()
     config.linux.security_context.namespace_options.userns_options.mode = api.NODE
-    assert "user" not in namespaces(spec_of(config))
-    config.linux.security_context.namespace_options.userns_options.mode = api.CONTAINER
-    assert "userns_options.mode: must be POD or NODE" in invalid(config)
+    spec = spec_of(config)
+    assert "user" not in namespaces(spec)
+    assert "uidMappings" not in spec["linux"]
+
+
+def test_user_namespace_bind_sources_are_the_id_mapped_clones() -> None:
+    mapping = [api.IDMapping(container_id=0, host_id=165536, length=65536)]
+    config = container_config(
+        mounts=[host_mount("/data", "/srv/data"), host_mount("/logs", "/srv/logs", uidMappings=mapping, gidMappings=mapping)]
+    )
+    spec = in_userns_pod(config, bind_sources={0: "/c/binds/0", 1: "/c/binds/1"})
+    assert mount_at(spec, "/data")["source"] == "/c/binds/0"
+    assert mount_at(spec, "/logs")["source"] == "/c/binds/1"
+    other = [api.IDMapping(container_id=0, host_id=1, length=65536)]
+    bad = container_config(mounts=[host_mount("/data", "/srv/data", uidMappings=other)])
+    with pytest.raises(errors.InvalidArgument, match=r"mounts\[0\].uidMappings: only the pod's own mapping"):
+        in_userns_pod(bad)
 
 
 def test_target_only_for_pid() -> None:
@@ -584,11 +648,11 @@ def test_rro_needs_private_propagation() -> None:
         (host_mount("/c", "/h", mount_options=["rshared"]), "config.mounts[0].mount_options[0]: 'rshared' contradicts"),
         (
             host_mount("/c", "/h", uidMappings=[api.IDMapping(host_id=1, container_id=0, length=1)]),
-            "config.mounts[0].uidMappings: ID-mapped mounts are not supported yet",
+            "config.mounts[0].uidMappings: ID-mapped mounts need a pod with its own user namespace",
         ),
         (
             host_mount("/c", "/h", gidMappings=[api.IDMapping(host_id=1, container_id=0, length=1)]),
-            "config.mounts[0].gidMappings: ID-mapped mounts are not supported yet",
+            "config.mounts[0].gidMappings: ID-mapped mounts need a pod with its own user namespace",
         ),
     ],
 )

@@ -102,3 +102,37 @@ def test_probe_with_a_real_runtime(tmp_path: Path, binary: str) -> None:
     assert ok == features.kernel_has_mount_setattr(), why
     root = tmp_path / "root"
     assert not root.exists() or os.listdir(root) == [], "the probe container is deleted"
+
+
+def searchable(path: Path) -> None:
+    """Let others search ``path`` and its parents (pytest makes them 0700)."""
+    for directory in [path, *path.parents]:
+        directory.chmod(directory.stat().st_mode | stat.S_IXOTH)
+
+
+def test_unsearchable_parent(tmp_path: Path) -> None:
+    searchable(tmp_path)
+    closed = tmp_path / "closed"
+    (closed / "inner").mkdir(parents=True)
+    closed.chmod(0o700)
+    assert features.unsearchable_parent(str(closed / "inner" / "not-yet")) == str(closed)
+    closed.chmod(0o711)
+    assert features.unsearchable_parent(str(closed / "inner" / "not-yet")) == ""
+
+
+def test_user_namespaces_need_searchable_pod_dirs(tmp_path: Path) -> None:
+    rt = fake_runtime(tmp_path, "exit 1")
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    found = features.HandlerFeatures({"fake": rt}, "/bin/true", "/pycri", str(tmp_path), (str(closed / "run"),))
+    assert not run(found.user_namespaces("fake"))
+    assert not run(found.user_namespaces("unknown"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="ID-mapped mounts need root")
+def test_user_namespaces_on_this_host(tmp_path: Path) -> None:
+    searchable(tmp_path)
+    rt = fake_runtime(tmp_path, "exit 1")
+    found = features.HandlerFeatures({"fake": rt}, "/bin/true", "/pycri", str(tmp_path), (str(tmp_path),))
+    expected = features.kernel_release() >= features.OVERLAY_IDMAPPED_LAYERS
+    assert run(found.user_namespaces("fake")) == expected
