@@ -57,6 +57,8 @@ class Container:
     gid: int = 0
     supplemental_groups: list[int] = field(default_factory=list)
     resources: dict[str, Any] = field(default_factory=dict)  # LinuxContainerResources as JSON
+    # Image volumes by mount index: {"image_id", "chain_ids", "source"} (the host path bind-mounted).
+    image_volumes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def bundle(self) -> Path:
@@ -69,6 +71,11 @@ class Container:
     @property
     def persist_dir(self) -> Path:
         return self.dir / "conmon"
+
+    @property
+    def all_chain_ids(self) -> list[str]:
+        """The layers the container uses: its image's and its image volumes'."""
+        return [*self.chain_ids, *(c for v in self.image_volumes.values() for c in v["chain_ids"])]
 
     @property
     def metadata(self) -> api.ContainerMetadata:
@@ -102,6 +109,7 @@ class Container:
                 "gid": self.gid,
                 "supplemental_groups": self.supplemental_groups,
                 "resources": self.resources,
+                "image_volumes": self.image_volumes,
             },
         )
 
@@ -132,4 +140,5 @@ class Container:
             gid=int(d.get("gid", 0)),
             supplemental_groups=list(d.get("supplemental_groups", [])),
             resources=dict(d.get("resources", {})),
+            image_volumes=dict(d.get("image_volumes", {})),
         )

@@ -35,7 +35,7 @@ def mount_rootfs(
     if not layers:
         lower[0].mkdir(exist_ok=True)
     if userns_path:
-        lower = _idmapped_layers(lower, container_dir / "lower", userns_path)
+        lower = idmapped_layers(lower, container_dir / "lower", userns_path)
         if root_owner is not None:
             os.chown(upper, *root_owner)
     data = f"lowerdir={':'.join(str(p) for p in lower)},upperdir={upper},workdir={work}"
@@ -60,7 +60,7 @@ def _mount_relative(lower: list[Path], upper: Path, work: Path, rootfs: Path) ->
     return rootfs
 
 
-def _idmapped_layers(layers: list[Path], into: Path, userns_path: str) -> list[Path]:
+def idmapped_layers(layers: list[Path], into: Path, userns_path: str) -> list[Path]:
     into.mkdir(exist_ok=True)
     clones = []
     for n, layer in enumerate(layers):

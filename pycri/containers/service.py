@@ -28,9 +28,11 @@ from google.protobuf import json_format
 from pycri import conmon, errors, oci
 from pycri.api import api_pb2 as api
 from pycri.config import Config
+from pycri.containers import image_volumes
 from pycri.containers import rootfs as rootfs_mod
 from pycri.containers.model import STEP_CREATED, STEP_DIR, STEP_ROOTFS, Container, State
 from pycri.containers.specs import HOST
+from pycri.images.records import ImageRecord
 from pycri.images.service import ImageService
 from pycri.oci import container_spec, hybrid
 from pycri.sandboxes.model import Sandbox
@@ -86,7 +88,7 @@ class ContainerService:
         return self._locks.setdefault(cid, asyncio.Lock())
 
     def chain_ids_in_use(self) -> set[str]:
-        return {c for container in self.containers.values() for c in container.chain_ids}
+        return {c for container in self.containers.values() for c in container.all_chain_ids}
 
     def find(self, id_or_prefix: str) -> Container | None:
         if not id_or_prefix:
@@ -136,6 +138,7 @@ class ContainerService:
         if image is None:
             raise errors.NotFound(f"config.image.image: image {config.image.image!r} not found; pull it first")
         image_config = image.config.get("config") or {}
+        volume_images = self._volume_images(config)
         stop_signal = "SIGTERM"
         if config.stop_signal:  # SIGNAL_SIGUSR1 -> SIGUSR1
             stop_signal = api.Signal.Name(config.stop_signal).removeprefix("SIGNAL_")
@@ -161,6 +164,9 @@ class ContainerService:
             stop_signal=stop_signal,
             log_path=log_path,
             resources=json_format.MessageToDict(config.linux.resources, preserving_proto_field_name=True),
+            image_volumes={
+                str(i): {"image_id": v.id, "chain_ids": list(v.chain_ids), "source": ""} for i, v in volume_images.items()
+            },
         )
         async with self._names:
             for other in self.containers.values():
@@ -199,6 +205,9 @@ class ContainerService:
         await asyncio.to_thread(
             rootfs_mod.mount_rootfs, layers, container.dir, sandbox.userns_path, userns.root if userns else None
         )
+        if container.image_volumes:
+            await asyncio.to_thread(self._mount_image_volumes, container, sandbox.userns_path)
+            await self._save(container)
         if self.build_spec is None:
             raise errors.Unavailable("container spec generation is not set up")
         spec, user = await self.build_spec(container, sandbox, image_config)
@@ -222,6 +231,36 @@ class ContainerService:
         container.pid = await conmon.create(self.cfg.conmon, self.runtime(container), cspec)
         container.state = State.CREATED
         await self._save(container)
+
+    def _volume_images(self, config: api.ContainerConfig) -> dict[int, ImageRecord]:
+        """The images of the image volumes, which must be read-only and pulled already."""
+        found = {}
+        for i, mount in enumerate(config.mounts):
+            if not (mount.HasField("image") and mount.image.image):
+                continue
+            if not mount.readonly:
+                raise errors.InvalidArgument(f"config.mounts[{i}].readonly: an image volume is always read-only")
+            sub = mount.image_sub_path
+            if sub.startswith("/") or ".." in sub.split("/"):
+                raise errors.InvalidArgument(
+                    f"config.mounts[{i}].image_sub_path: {sub!r} must be a relative path inside the image, without '..'"
+                )
+            image = self.images.find(mount.image.image)
+            if image is None:
+                raise errors.NotFound(f"config.mounts[{i}].image: image {mount.image.image!r} not found; pull it first")
+            found[i] = image
+        return found
+
+    def _mount_image_volumes(self, container: Container, userns_path: str) -> None:
+        """Mount each image volume under ``volumes/`` and record the path to bind-mount. Blocking."""
+        for key, volume in container.image_volumes.items():
+            i = int(key)
+            mount = container.config.mounts[i]
+            target = container.dir / "volumes" / key
+            layers = [self.images.layers.path(c) for c in volume["chain_ids"]]
+            image_volumes.mount(layers, target, userns_path)
+            what = f"config.mounts[{i}]"
+            volume["source"] = image_volumes.source(target, mount.image_sub_path, what, mount.image.image)
 
     def _write_bundle(self, container: Container, spec: dict[str, Any]) -> None:
         container.bundle.mkdir(parents=True, exist_ok=True)

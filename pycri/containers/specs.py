@@ -142,10 +142,7 @@ class SpecFactory:
         )
         host_devices = await asyncio.to_thread(devices.resolve_devices, config.devices)
         all_devices = await asyncio.to_thread(devices.all_host_devices) if privileged else []
-        image_mounts: dict[str, str] = {}
-        for i, mount in enumerate(config.mounts):
-            if mount.HasField("image") and mount.image.image:
-                raise errors.Unimplemented(f"config.mounts[{i}].image: image volumes are not supported yet")
+        image_mounts = {int(i): str(v["source"]) for i, v in container.image_volumes.items() if v.get("source")}
         await asyncio.to_thread(prepare_mount_sources, config)
         bind_sources: dict[int, str] = {}
         if sandbox.userns_path:

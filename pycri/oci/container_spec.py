@@ -145,7 +145,7 @@ class SpecInput:
     seccomp: dict[str, Any] | None
     devices: list[tuple[HostDevice, str, str]]  # (host device, container path, cgroup permissions)
     privileged_devices: list[HostDevice]  # every host device, for a privileged container
-    image_mounts: dict[str, str]  # container path -> host dir where the image volume is mounted
+    image_mounts: dict[int, str]  # mounts[i] (an image volume) -> host path to bind, image_sub_path resolved inside it
     bind_sources: dict[int, str] = field(default_factory=dict)  # mounts[i] -> its ID-mapped clone (user namespace)
     target_pid: int = 0  # the target container's pid, for PID namespace mode TARGET
     nofile: int = DEFAULT_NOFILE
@@ -380,18 +380,16 @@ def _bind_options(mount: api.Mount, i: int, inp: SpecInput) -> tuple[list[str], 
     return options, rootfs.get(mount.propagation, "")
 
 
-def _image_source(mount: api.Mount, i: int, inp: SpecInput, destination: str) -> str:
+def _image_source(mount: api.Mount, i: int, inp: SpecInput) -> str:
     what = f"config.mounts[{i}]"
     if not mount.readonly:
         raise errors.InvalidArgument(f"{what}.readonly: an image volume is always read-only")
-    source = inp.image_mounts.get(destination) or inp.image_mounts.get(mount.container_path)
-    if not source:
-        raise errors.InvalidArgument(f"{what}.image: image {mount.image.image!r} is not mounted for {destination}")
     sub = mount.image_sub_path
-    if sub:
-        if sub.startswith("/") or ".." in sub.split("/"):
-            raise errors.InvalidArgument(f"{what}.image_sub_path: {sub!r} must be a relative path inside the image, without '..'")
-        source = posixpath.join(source, posixpath.normpath(sub))
+    if sub and (sub.startswith("/") or ".." in sub.split("/")):
+        raise errors.InvalidArgument(f"{what}.image_sub_path: {sub!r} must be a relative path inside the image, without '..'")
+    source = inp.image_mounts.get(i)
+    if not source:
+        raise errors.InvalidArgument(f"{what}.image: image {mount.image.image!r} is not mounted")
     return source
 
 
@@ -411,7 +409,7 @@ def _container_mounts(inp: SpecInput) -> tuple[list[dict[str, Any]], set[str], s
         _check_mount_mappings(mount, what, inp.sandbox.userns)
         # selinux_relabel is accepted and ignored: pycri runs without SELinux labels.
         if mount.HasField("image") and mount.image.image:
-            source = _image_source(mount, i, inp, destination)
+            source = _image_source(mount, i, inp)
         else:
             if not mount.host_path:
                 raise errors.InvalidArgument(f"{what}.host_path: required")

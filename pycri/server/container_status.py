@@ -39,7 +39,7 @@ def to_status(container: Container) -> api.ContainerStatus:
         message=container.message,
         labels=config.labels,
         annotations=config.annotations,
-        mounts=config.mounts,
+        mounts=_mounts(container),
         log_path=container.log_path,
         image_id=container.image_id,
         stop_signal=stop_signal_value(container.stop_signal),
@@ -49,6 +49,22 @@ def to_status(container: Container) -> api.ContainerStatus:
     status.user.linux.gid = container.gid
     status.user.linux.supplemental_groups.extend(container.supplemental_groups)
     return status
+
+
+def _mounts(container: Container) -> list[api.Mount]:
+    """The requested mounts; an image volume's also names the image it mounted (``image.image_ref``)."""
+    if not container.image_volumes:
+        return list(container.config.mounts)
+    mounts = []
+    for i, mount in enumerate(container.config.mounts):
+        volume = container.image_volumes.get(str(i))
+        if volume is not None:
+            copy = api.Mount()  # the stored config stays as kubelet sent it
+            copy.CopyFrom(mount)
+            copy.image.image_ref = volume["image_id"]
+            mount = copy
+        mounts.append(mount)
+    return mounts
 
 
 def to_listed(container: Container) -> api.Container:

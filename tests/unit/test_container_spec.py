@@ -676,14 +676,14 @@ def image_mount(container_path: str, sub: str = "", readonly: bool = True) -> ap
 
 def test_image_mounts() -> None:
     config = container_config(mounts=[image_mount("/models"), image_mount("/sub", "a/b")])
-    spec = spec_of(config, image_mounts={"/models": "/var/lib/pycri/imagevol/1", "/sub": "/var/lib/pycri/imagevol/2"})
+    spec = spec_of(config, image_mounts={0: "/var/lib/pycri/c/volumes/0", 1: "/var/lib/pycri/c/volumes/1/a/b"})
     assert mount_at(spec, "/models") == {
         "destination": "/models",
         "type": "bind",
-        "source": "/var/lib/pycri/imagevol/1",
+        "source": "/var/lib/pycri/c/volumes/0",
         "options": ["rbind", "rprivate", "ro"],
     }
-    assert mount_at(spec, "/sub")["source"] == "/var/lib/pycri/imagevol/2/a/b"
+    assert mount_at(spec, "/sub")["source"] == "/var/lib/pycri/c/volumes/1/a/b"  # resolved by the caller
 
 
 @pytest.mark.parametrize(
@@ -693,11 +693,12 @@ def test_image_mounts() -> None:
         (image_mount("/m", "../etc"), "config.mounts[0].image_sub_path: '../etc' must be a relative path"),
         (image_mount("/m", "a/../../x"), "config.mounts[0].image_sub_path"),
         (image_mount("/m", "/abs"), "config.mounts[0].image_sub_path"),
-        (image_mount("/other"), "config.mounts[0].image: image 'docker.io/library/data:1' is not mounted"),
+        (image_mount("/m"), "config.mounts[0].image: image 'docker.io/library/data:1' is not mounted"),
     ],
 )
 def test_image_mount_errors(mount: api.Mount, message: str) -> None:
-    assert invalid(container_config(mounts=[mount]), image_mounts={"/m": "/vol"}).startswith(message)
+    mounted = {} if message.endswith("is not mounted") else {0: "/vol"}
+    assert invalid(container_config(mounts=[mount]), image_mounts=mounted).startswith(message)
 
 
 # -- resources ---------------------------------------------------------------------------------------------------
