@@ -100,6 +100,10 @@ class Config:
         default_factory=lambda: ["/usr/bin/catatonit", "-P"],
         metadata=_doc("Process each pod's infra container runs (bind-mounted from the host)."),
     )
+    cdi_spec_dirs: list[str] = field(
+        default_factory=lambda: ["/etc/cdi", "/var/run/cdi"],
+        metadata=_doc("Directories of CDI device specs (JSON/YAML), a later one overriding an earlier; [] turns CDI off."),
+    )
     runtimes: dict[str, RuntimeHandlerConfig] = field(
         default_factory=_default_runtimes, metadata=_doc("OCI runtime handlers by name.")
     )
@@ -205,6 +209,8 @@ def validate(cfg: Config) -> Config:
     if not cfg.infra_command:
         raise ConfigError("infra_command: must name a program")
     absolute("infra_command[0]", cfg.infra_command[0])
+    for i, d in enumerate(cfg.cdi_spec_dirs):
+        absolute(f"cdi_spec_dirs[{i}]", d)
     absolute("cni.conf_dir", cfg.cni.conf_dir)
     for i, d in enumerate(cfg.cni.bin_dirs):
         absolute(f"cni.bin_dirs[{i}]", d)

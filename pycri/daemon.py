@@ -167,7 +167,7 @@ class Daemon:
         self.sandboxes.userns_supported = features.user_namespaces
         await self.sandboxes.recover()
         self.containers = ContainerService(cfg, self.store, handlers, self.sandboxes, self.images)
-        self.containers.build_spec = SpecFactory(self.containers.find, features.recursive_read_only)
+        self.containers.build_spec = SpecFactory(self.containers.find, features.recursive_read_only, cfg.cdi_spec_dirs)
         await self.containers.recover()
         await self.images.start()
         families: list[object] = [

@@ -8,16 +8,22 @@ pts, shm, fd, mqueue, .lxc, .lxd-mounts, .udev and console.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import posixpath
 import stat
 from collections.abc import Sequence
+from typing import Any
+
+import yaml
 
 from pycri import errors
 from pycri.api import api_pb2 as api
+from pycri.oci import cdi
 from pycri.oci.container_spec import HostDevice
 
-__all__ = ["all_host_devices", "device_from_stat", "host_device", "resolve_devices"]
+__all__ = ["all_host_devices", "cdi_edits", "device_from_stat", "host_device", "load_cdi", "resolve_devices"]
 
 SKIPPED_DIRS = frozenset({"pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"})
 SKIPPED_FILES = frozenset({"console"})
@@ -121,3 +127,80 @@ def resolve_devices(devices: Sequence[api.Device], field: str = "config.devices"
 def all_host_devices(root: str = "/dev") -> list[HostDevice]:
     """Every device node of the host, for a privileged container (containerd's HostDevices)."""
     return _walk(root)
+
+
+# -- CDI ----------------------------------------------------------------------------------------------
+
+CDI_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+def _decode(path: str) -> Any:
+    with open(path, "rb") as f:
+        raw = f.read(4 * 1024 * 1024 + 1)
+    if len(raw) > 4 * 1024 * 1024:
+        raise ValueError("larger than 4 MiB")
+    if path.endswith(".json"):
+        return json.loads(raw)
+    return yaml.safe_load(raw)  # YAML 1.1; JSON is YAML too
+
+
+def load_cdi(dirs: Sequence[str]) -> cdi.Registry:
+    """Every CDI spec in ``dirs`` (lowest priority first); unreadable files become the registry's problems."""
+    groups: list[list[tuple[str, Any]]] = []
+    problems: list[str] = []
+    for directory in dirs:
+        try:
+            names = sorted(os.listdir(directory))
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            problems.append(f"{directory}: {exc.strerror}")
+            continue
+        group = []
+        for name in names:
+            path = os.path.join(directory, name)
+            if not name.endswith(CDI_SUFFIXES) or not os.path.isfile(path):
+                continue
+            try:
+                group.append((path, _decode(path)))
+            except (OSError, ValueError, yaml.YAMLError) as exc:
+                problems.append(f"{path}: cannot be read: {str(exc).splitlines()[0]}")
+        groups.append(group)
+    registry = cdi.Registry.build(groups)
+    registry.problems[:0] = problems
+    return registry
+
+
+def complete_node(node: cdi.DeviceNode, what: str) -> cdi.DeviceNode:
+    """Fill in what a CDI device node leaves to the host: its type, numbers and mode."""
+    host_path = node.host_path or node.path
+    if node.complete and node.file_mode is not None:
+        return node
+    try:
+        st = os.stat(host_path)
+    except OSError as exc:
+        raise errors.FailedPrecondition(f"{what}: CDI device node {host_path}: {exc.strerror}") from None
+    found = device_from_stat(host_path, st)
+    if found is None:
+        raise errors.FailedPrecondition(f"{what}: CDI device node {host_path} is not a device node")
+    if node.type and node.type != found.type:
+        raise errors.FailedPrecondition(f"{what}: CDI device node {host_path} is type {found.type}, the spec says {node.type}")
+    return dataclasses.replace(
+        node,
+        type=node.type or found.type,
+        major=node.major if node.major is not None else found.major,
+        minor=node.minor if node.minor is not None else found.minor,
+        file_mode=node.file_mode if node.file_mode is not None else found.file_mode,
+    )
+
+
+def cdi_edits(config: api.ContainerConfig, dirs: Sequence[str]) -> list[cdi.Edits]:
+    """The edits of the CDI devices ``config`` asks for, device nodes completed from the host."""
+    wanted = cdi.requested([d.name for d in config.CDI_devices], config.annotations)
+    if not wanted:
+        return []
+    if not dirs:
+        raise errors.FailedPrecondition(f"{wanted[0][0]}: CDI is turned off on this node (cdi_spec_dirs is empty)")
+    edits = load_cdi(dirs).resolve(wanted)
+    what = ", ".join(name for _, name in wanted)
+    return [dataclasses.replace(e, device_nodes=tuple(complete_node(n, what) for n in e.device_nodes)) for e in edits]

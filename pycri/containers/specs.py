@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,9 +98,15 @@ def idmapped_bind_sources(config: api.ContainerConfig, into: Path, userns_path: 
 
 
 class SpecFactory:
-    def __init__(self, find_container: Callable[[str], Container | None], supports_rro: Callable[[str], Awaitable[bool]]) -> None:
+    def __init__(
+        self,
+        find_container: Callable[[str], Container | None],
+        supports_rro: Callable[[str], Awaitable[bool]],
+        cdi_spec_dirs: Sequence[str] = (),
+    ) -> None:
         self.find_container = find_container
         self.supports_rro = supports_rro  # handler name -> whether its runtime has the "rro" mount option
+        self.cdi_spec_dirs = list(cdi_spec_dirs)
 
     def _target_pid(self, config: api.ContainerConfig) -> int:
         options = config.linux.security_context.namespace_options
@@ -141,6 +147,7 @@ class SpecFactory:
             field="config.linux.security_context.seccomp",
         )
         host_devices = await asyncio.to_thread(devices.resolve_devices, config.devices)
+        cdi_edits = await asyncio.to_thread(devices.cdi_edits, config, self.cdi_spec_dirs)
         all_devices = await asyncio.to_thread(devices.all_host_devices) if privileged else []
         image_mounts = {int(i): str(v["source"]) for i, v in container.image_volumes.items() if v.get("source")}
         await asyncio.to_thread(prepare_mount_sources, config)
@@ -171,6 +178,7 @@ class SpecFactory:
             privileged_devices=all_devices,
             image_mounts=image_mounts,
             bind_sources=bind_sources,
+            cdi=cdi_edits,
             target_pid=self._target_pid(config),
             nofile=checks.max_nofile(container_spec.DEFAULT_NOFILE),
             min_oom_score_adj=checks.clamp_oom_score_adj(-1000),

@@ -32,6 +32,7 @@ from typing import Any
 from pycri import errors
 from pycri.api import api_pb2 as api
 from pycri.oci import capabilities
+from pycri.oci import cdi as cdi_mod
 from pycri.oci.spec import DEFAULT_NOFILE, Namespaces, base_spec, default_mounts
 from pycri.oci.userns import IDMapping, UserNamespace
 
@@ -147,6 +148,7 @@ class SpecInput:
     privileged_devices: list[HostDevice]  # every host device, for a privileged container
     image_mounts: dict[int, str]  # mounts[i] (an image volume) -> host path to bind, image_sub_path resolved inside it
     bind_sources: dict[int, str] = field(default_factory=dict)  # mounts[i] -> its ID-mapped clone (user namespace)
+    cdi: list[cdi_mod.Edits] = field(default_factory=list)  # the requested CDI devices' edits, applied last
     target_pid: int = 0  # the target container's pid, for PID namespace mode TARGET
     nofile: int = DEFAULT_NOFILE
     min_oom_score_adj: int = -1000  # the lowest oom_score_adj pycri may give (clamp_oom_score_adj)
@@ -665,8 +667,6 @@ def build(inp: SpecInput) -> dict[str, Any]:
     privileged = security.privileged
     if privileged and not inp.sandbox.config.linux.security_context.privileged:
         raise errors.InvalidArgument(f"{SC_FIELD}.privileged: the pod sandbox is not privileged")
-    if config.CDI_devices:
-        raise errors.Unimplemented("config.CDI_devices: CDI devices are not supported yet")
     if not inp.rootfs.startswith("/"):
         raise errors.InvalidArgument(f"rootfs {inp.rootfs!r} must be an absolute path")
 
@@ -706,4 +706,6 @@ def build(inp: SpecInput) -> dict[str, Any]:
     if inp.seccomp is not None:
         linux["seccomp"] = inp.seccomp
     spec["annotations"] = _annotations(inp)
+    if inp.cdi:
+        cdi_mod.apply(spec, inp.cdi)
     return spec

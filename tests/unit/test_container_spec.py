@@ -10,7 +10,7 @@ import pytest
 
 from pycri import errors
 from pycri.api import api_pb2 as api
-from pycri.oci import capabilities, container_spec
+from pycri.oci import capabilities, cdi, container_spec
 from pycri.oci.container_spec import HostDevice, ResolvedUser, SandboxInfo, SpecInput, build, environment, process_args
 from pycri.oci.spec import DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS
 from pycri.oci.userns import IDMapping, UserNamespace
@@ -805,10 +805,14 @@ def test_empty_permissions_mean_rwm() -> None:
     assert rules[-1]["access"] == "rwm"
 
 
-def test_cdi_devices_unimplemented() -> None:
-    config = container_config(CDI_devices=[api.CDIDevice(name="vendor.com/gpu=0")])
-    with pytest.raises(errors.Unimplemented, match=r"config\.CDI_devices"):
-        spec_of(config)
+def test_cdi_edits_are_applied_last() -> None:
+    node = cdi.DeviceNode(path="/dev/gpu0", type="c", major=195, minor=0, file_mode=0o660, permissions="rw")
+    edits = [cdi.Edits(env=("GPU=0",), device_nodes=(node,), mounts=({"destination": "/usr/lib/gpu", "source": "/opt/gpu"},))]
+    spec = spec_of(container_config(CDI_devices=[api.CDIDevice(name="vendor.com/gpu=0")]), cdi=edits)
+    assert "GPU=0" in spec["process"]["env"]
+    assert {"path": "/dev/gpu0", "type": "c", "major": 195, "minor": 0, "fileMode": 0o660} in spec["linux"]["devices"]
+    assert spec["linux"]["resources"]["devices"][-1] == {"allow": True, "type": "c", "major": 195, "minor": 0, "access": "rw"}
+    assert mount_at(spec, "/usr/lib/gpu")["source"] == "/opt/gpu"
 
 
 # -- privileged ---------------------------------------------------------------------------------------------------------
