@@ -17,6 +17,7 @@ class State(enum.Enum):
     RUNNING = "running"
     EXITED = "exited"
     UNKNOWN = "unknown"
+    REMOVING = "removing"  # removed for kubelet; its runtime state, mounts and files still being cleaned up
 
 
 CRI_STATES = {
@@ -25,6 +26,7 @@ CRI_STATES = {
     State.EXITED: api.CONTAINER_EXITED,
     State.UNKNOWN: api.CONTAINER_UNKNOWN,
     State.CREATING: api.CONTAINER_UNKNOWN,
+    State.REMOVING: api.CONTAINER_UNKNOWN,
 }
 
 STEP_DIR = "dir"

@@ -78,6 +78,8 @@ class ContainerService:
         self._locks: dict[str, asyncio.Lock] = {}
         self._names = asyncio.Lock()
         self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._removing: dict[str, Container] = {}  # removed, clean-up under way
+        self._cleanups: dict[str, asyncio.Task[None]] = {}
         self.build_spec: SpecBuilder | None = None  # set by the daemon: (container, sandbox, image config) -> spec dict
         sandboxes.containers = self
         images.in_use = self.chain_ids_in_use
@@ -88,7 +90,8 @@ class ContainerService:
         return self._locks.setdefault(cid, asyncio.Lock())
 
     def chain_ids_in_use(self) -> set[str]:
-        return {c for container in self.containers.values() for c in container.all_chain_ids}
+        containers = [*self.containers.values(), *self._removing.values()]  # removing ones still mount their layers
+        return {c for container in containers for c in container.all_chain_ids}
 
     def find(self, id_or_prefix: str) -> Container | None:
         if not id_or_prefix:
@@ -168,6 +171,13 @@ class ContainerService:
                 str(i): {"image_id": v.id, "chain_ids": list(v.chain_ids), "source": ""} for i, v in volume_images.items()
             },
         )
+        # The same name may be taken again at once: wait for a removed namesake's row to go.
+        namesakes = [
+            c.id
+            for c in self._removing.values()
+            if c.sandbox_id == sandbox.id and (c.metadata.name, c.metadata.attempt) == (md.name, md.attempt)
+        ]
+        await self.wait_removed(namesakes)
         async with self._names:
             for other in self.containers.values():
                 om = other.metadata
@@ -376,6 +386,12 @@ class ContainerService:
             await self._record_exit(container)
 
     async def remove(self, cid: str) -> None:
+        """Stop the container and forget it at once; its clean-up finishes in the background.
+
+        As containerd leaves snapshot removal to its garbage collector, the runtime state,
+        mounts and files go after the answer: the container is recorded as REMOVING first,
+        so a crash midway leaves recovery to finish the job.
+        """
         container = self.find(cid)
         if container is None:
             return
@@ -383,8 +399,34 @@ class ContainerService:
             if container.id not in self.containers:
                 return
             await self._stop(container, 0)
-            await self._destroy(container)
+            container.state = State.REMOVING
+            await self._save(container)
+            self._forget(container)
+            self._removing[container.id] = container
+            self._cleanups[container.id] = asyncio.create_task(self._clean_up(container))
         log.info("container %s removed", container.id)
+
+    async def _clean_up(self, container: Container) -> None:
+        try:
+            await self._destroy(container)
+        except Exception:
+            log.exception("cleaning up removed container %s failed; recovery retries it", container.id)
+        finally:
+            self._removing.pop(container.id, None)
+            self._cleanups.pop(container.id, None)
+
+    async def wait_removed(self, ids: Iterable[str] | None = None) -> None:
+        """Wait until the clean-up of removed containers (those of ``ids``, or all) is done."""
+        tasks = [t for cid, t in self._cleanups.items() if ids is None or cid in ids]
+        if tasks:
+            await asyncio.gather(*(asyncio.shield(t) for t in tasks), return_exceptions=True)
+
+    def _forget(self, container: Container) -> None:
+        self.containers.pop(container.id, None)
+        self._locks.pop(container.id, None)
+        watcher = self._watchers.pop(container.id, None)
+        if watcher is not None:
+            watcher.cancel()
 
     async def _destroy(self, container: Container) -> None:
         runtime = self.runtime(container)
@@ -407,11 +449,7 @@ class ContainerService:
         if STEP_DIR in container.steps:
             await asyncio.to_thread(shutil.rmtree, container.dir, True)
         await self.store.containers.delete(container.id)
-        self.containers.pop(container.id, None)
-        self._locks.pop(container.id, None)
-        watcher = self._watchers.pop(container.id, None)
-        if watcher is not None:
-            watcher.cancel()
+        self._forget(container)
 
     # Hooks the sandbox service calls.
     async def stop_containers(self, sandbox_id: str) -> None:
@@ -420,8 +458,10 @@ class ContainerService:
                 await self._stop(container, 0 if container.state is not State.RUNNING else 2)
 
     async def remove_containers(self, sandbox_id: str) -> None:
+        """Remove the pod's containers and wait until they are cleaned up (the pod goes next)."""
         for container in [c for c in self.containers.values() if c.sandbox_id == sandbox_id]:
             await self.remove(container.id)
+        await self.wait_removed([c.id for c in self._removing.values() if c.sandbox_id == sandbox_id])
 
     # -- queries --------------------------------------------------------------------------------
 
@@ -574,6 +614,10 @@ class ContainerService:
         for row in await self.store.containers.all():
             container = Container.from_row(row)
             self.containers[container.id] = container
+            if container.state is State.REMOVING:
+                log.info("container %s was being cleaned up after its removal; finishing", container.id)
+                await self._destroy(container)
+                continue
             if container.state is State.CREATING or container.sandbox_id not in self.sandboxes.sandboxes:
                 log.warning("container %s was half-made or lost its pod; cleaning it up", container.id)
                 await self._destroy(container)
@@ -596,6 +640,7 @@ class ContainerService:
         log.info("containers: %d recovered", len(self.containers))
 
     async def close(self) -> None:
+        await self.wait_removed()
         for task in list(self._watchers.values()):
             task.cancel()
         await asyncio.gather(*self._watchers.values(), return_exceptions=True)

@@ -200,8 +200,12 @@ def test_stop_and_remove_of_exited_running_and_unknown(h: Harness) -> None:
     with pytest.raises(NotFoundError):
         h.status(running)
     runc = h.daemon.cfg.runtimes["runc"]
-    listed = subprocess.run([runc.path, "--root", runc.root, "list", "-q"], capture_output=True, text=True, check=True)
-    assert running not in listed.stdout.split()
+
+    def runc_forgot() -> bool:
+        listed = subprocess.run([runc.path, "--root", runc.root, "list", "-q"], capture_output=True, text=True, check=True)
+        return running not in listed.stdout.split()
+
+    wait_for("runc to forget the removed container (cleaned up after the answer)", runc_forgot, timeout=5)
     h.remove(running)
     h.remove(done)
     h.remove(done)
@@ -804,6 +808,39 @@ def test_daemon_restart_keeps_containers(image_refs: dict[str, str], tmp_path: P
             for cid in (running, exits_while_down, exits_after, created):
                 h.remove(cid)
             assert h.list() == set()
+            h.cleanup()
+        assert daemon.leftovers() == []
+
+
+def test_removal_finishes_after_a_crash(image_refs: dict[str, str], tmp_path: Path) -> None:
+    """RemoveContainer answers before the runtime state, mounts and files are gone; a crash then
+    leaves the container recorded as being removed, and the restarted daemon finishes the job."""
+    wrapper = tmp_path / "slow-delete-runc"
+    wrapper.write_text('#!/bin/sh\n[ "$3" = delete ] && sleep 30\nexec /usr/sbin/runc "$@"\n')
+    wrapper.chmod(0o755)
+    daemon = DaemonProcess.temporary()
+    daemon.cfg.runtimes["runc"].path = str(wrapper)
+    with daemon:
+        with Client(daemon.socket, timeout=30) as client:
+            client.pull_image(api.PullImageRequest(image=api.ImageSpec(image=image_refs["plain"])))
+            h = Harness(client, daemon, image_refs, tmp_path)
+            pod = h.pod("crash-remove")
+            cid = h.container(pod, "main")
+            container_dir = Path(h.info(cid)["runtimeSpec"]["root"]["path"]).parent
+            started = time.monotonic()
+            h.remove(cid)
+            assert time.monotonic() - started < 10, "RemoveContainer waited for the clean-up"
+            assert h.list() == set()
+            assert container_dir.exists()  # the clean-up is still under way (runc delete sleeps)
+        daemon.kill()
+        subprocess.run(["pkill", "-f", str(wrapper)], check=False)
+        wrapper.write_text('#!/bin/sh\nexec /usr/sbin/runc "$@"\n')
+        daemon.start()
+        with Client(daemon.socket, timeout=30) as client:
+            h.client = client
+            assert h.list() == set()
+            assert not container_dir.exists(), "recovery finished the removal"
+            assert "was being cleaned up after its removal; finishing" in daemon.log()
             h.cleanup()
         assert daemon.leftovers() == []
 
