@@ -170,6 +170,8 @@ class ContainerService:
             image_volumes={
                 str(i): {"image_id": v.id, "chain_ids": list(v.chain_ids), "source": ""} for i, v in volume_images.items()
             },
+            # Recorded with the row, before they happen: their undo copes with them not having happened.
+            steps=[STEP_DIR, STEP_ROOTFS],
         )
         # The same name may be taken again at once: wait for a removed namesake's row to go.
         namesakes = [
@@ -196,8 +198,6 @@ class ContainerService:
             except BaseException as exc:
                 log.warning("CreateContainer %s (%s) failed: %s; undoing", cid, md.name, exc)
                 await asyncio.shield(self._destroy(container))
-                if isinstance(exc, (conmon.ConmonError, oci.RuntimeCommandError)):
-                    raise errors.Internal(f"creating container {md.name!r}: {exc}") from exc
                 if isinstance(exc, OSError):
                     raise errors.Internal(f"creating container {md.name!r}: {exc}") from exc
                 raise
@@ -205,28 +205,33 @@ class ContainerService:
         return container
 
     async def _build(self, container: Container, sandbox: Sandbox, image_config: dict[str, Any]) -> None:
+        """The directory, rootfs, image volumes and OCI bundle; the runtime creates it at start."""
         await asyncio.to_thread(container.dir.mkdir, parents=True, exist_ok=False)
-        container.steps.append(STEP_DIR)
-        await self._save(container)
         layers = [self.images.layers.path(c) for c in container.chain_ids]
-        container.steps.append(STEP_ROOTFS)
-        await self._save(container)
         userns = sandbox.user_namespace
         await asyncio.to_thread(
             rootfs_mod.mount_rootfs, layers, container.dir, sandbox.userns_path, userns.root if userns else None
         )
         if container.image_volumes:
             await asyncio.to_thread(self._mount_image_volumes, container, sandbox.userns_path)
-            await self._save(container)
         if self.build_spec is None:
             raise errors.Unavailable("container spec generation is not set up")
         spec, user = await self.build_spec(container, sandbox, image_config)
         container.uid, container.gid, container.supplemental_groups = user
         await asyncio.to_thread(self._write_bundle, container, spec)
+        container.state = State.CREATED
+        await self._save(container)
+
+    async def _create_in_runtime(self, container: Container) -> None:
+        """conmon runs the runtime's ``create``; the container's process then waits to be started."""
+        if STEP_CREATED in container.steps:
+            # A start that failed, or a crash, left it half-made: start over.
+            await oci.delete(self.runtime(container), container.id, force=True)
+        else:
+            container.steps.append(STEP_CREATED)
+            await self._save(container)
         if container.log_path:
             await asyncio.to_thread(Path(container.log_path).parent.mkdir, parents=True, exist_ok=True)
-        container.steps.append(STEP_CREATED)
-        await self._save(container)
         cspec = conmon.ConmonSpec(
             cid=container.id,
             bundle=container.bundle,
@@ -239,8 +244,6 @@ class ContainerService:
             stdin_once=container.config.stdin_once,
         )
         container.pid = await conmon.create(self.cfg.conmon, self.runtime(container), cspec)
-        container.state = State.CREATED
-        await self._save(container)
 
     def _volume_images(self, config: api.ContainerConfig) -> dict[int, ImageRecord]:
         """The images of the image volumes, which must be read-only and pulled already."""
@@ -284,10 +287,11 @@ class ContainerService:
                 raise errors.FailedPrecondition(
                     f"container {container.id} is {container.state.value}, not created: only a created container can start"
                 )
-            started = time.time_ns()  # before the start: a process that exits at once ends after it
             try:
+                await self._create_in_runtime(container)
+                started = time.time_ns()  # before the start: a process that exits at once ends after it
                 await oci.start(self.runtime(container), container.id)
-            except oci.RuntimeCommandError as exc:
+            except (conmon.ConmonError, oci.RuntimeCommandError, OSError) as exc:
                 await self._record_exit(container, start_failed=str(exc))
                 raise errors.Internal(f"starting container {container.id}: {exc}") from exc
             container.state = State.RUNNING
@@ -317,10 +321,13 @@ class ContainerService:
         """Read conmon's exit file (it lands a moment after the process ends) and mark the container exited."""
         code: int | None = None
         deadline = time.monotonic() + EXIT_FILE_WAIT
-        while code is None and time.monotonic() < deadline and not start_failed:
-            code = await asyncio.to_thread(conmon.read_exit_code, self.exit_dir, container.id)
+        pause = 0.001  # conmon writes the file a moment after reaping: look soon, then less often
+        ran = bool(container.pid) and not start_failed  # else there is no exit file to wait for
+        while code is None and time.monotonic() < deadline and ran:
+            code = conmon.read_exit_code(self.exit_dir, container.id)  # one small read on tmpfs
             if code is None:
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.02)
         exit_path = conmon.exit_file(self.exit_dir, container.id)
         try:
             finished = (await asyncio.to_thread(os.stat, exit_path)).st_mtime_ns
@@ -361,10 +368,11 @@ class ContainerService:
     async def _stop(self, container: Container, timeout: int) -> None:
         if container.state is not State.RUNNING:
             if container.state is State.CREATED:
-                # Never started: kill the waiting init process so the runtime forgets it.
-                with contextlib.suppress(oci.RuntimeCommandError):
-                    await oci.kill(self.runtime(container), container.id, "KILL")
-                await conmon.wait_pid(container.pid, 10)
+                # Never started: nothing runs (or, after a failed start, only the runtime's waiting init).
+                if STEP_CREATED in container.steps and container.pid:
+                    with contextlib.suppress(oci.RuntimeCommandError):
+                        await oci.kill(self.runtime(container), container.id, "KILL")
+                    await conmon.wait_pid(container.pid, 10)
                 await self._record_exit(container)
             return
         runtime = self.runtime(container)
@@ -561,6 +569,12 @@ class ContainerService:
             oci_resources = container_spec.linux_resources(
                 resources, swap_controller=HOST.swap, hugetlb_controller=HOST.hugetlb, what="linux"
             )
+            if STEP_CREATED not in container.steps:
+                # Not in the runtime yet: the new limits go into the bundle it will be created from.
+                await asyncio.to_thread(self._update_bundle_resources, container, oci_resources)
+                container.resources = json_format.MessageToDict(resources, preserving_proto_field_name=True)
+                await self._save(container)
+                return
             runtime = self.runtime(container)
             proc = await asyncio.create_subprocess_exec(
                 runtime.path,
@@ -579,6 +593,17 @@ class ContainerService:
                 raise errors.Internal(f"updating resources of {container.id}: {err.decode(errors='replace').strip()}")
             container.resources = json_format.MessageToDict(resources, preserving_proto_field_name=True)
             await self._save(container)
+
+    @staticmethod
+    def _update_bundle_resources(container: Container, oci_resources: dict[str, Any]) -> None:
+        path = container.bundle / "config.json"
+        spec = json.loads(path.read_text())
+        linux = spec.setdefault("linux", {})
+        current = linux.get("resources", {})
+        linux["resources"] = {**current, **oci_resources, "devices": current.get("devices", [])}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(spec))
+        os.replace(tmp, path)
 
     async def reopen_log(self, cid: str) -> None:
         container = self.get(cid)

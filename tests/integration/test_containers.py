@@ -89,9 +89,10 @@ def test_lifecycle(h: Harness, registry: LocalRegistry) -> None:
     assert info["sandboxID"] == pod.id
     assert info["runtimeHandler"] == "runc"
     assert info["runtimeSpec"]["process"]["args"] == ["/bin/sh", "-c", "echo started; exec sleep 1000"]
-    created_pid = int(info["pid"])
-    assert created_pid > 0
-    assert Path(f"/proc/{created_pid}").exists()  # runc init, waiting for start
+    assert int(info["pid"]) == 0  # as with containerd, the runtime creates it at StartContainer
+    runc = h.daemon.cfg.runtimes["runc"]
+    listed = subprocess.run([runc.path, "--root", runc.root, "list", "-q"], capture_output=True, text=True, check=True)
+    assert cid not in listed.stdout.split()
 
     h.start(cid)
     st = h.status(cid)
@@ -99,7 +100,7 @@ def test_lifecycle(h: Harness, registry: LocalRegistry) -> None:
     assert st.created_at <= st.started_at <= time.time_ns()
     assert st.finished_at == 0
     pid = h.pid(cid)
-    assert pid == created_pid
+    assert pid > 0
     assert f"pycri-{cid}" in Path(f"/proc/{pid}/cgroup").read_text()
     h.wait_log(cid, "started")
     assert Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\x001000\x00"
@@ -707,6 +708,29 @@ def test_update_container_resources(h: Harness) -> None:
     h.stop(cid)
     with pytest.raises(FailedPreconditionError, match="cannot update resources"):
         h.client.update_container_resources(api.UpdateContainerResourcesRequest(container_id=cid, linux=update))
+
+    # Before its start the container is only a bundle: the new limits go into it.
+    created = h.container(pod, "created", start=False)
+    later = api.LinuxContainerResources(memory_limit_in_bytes=48 * MiB, cpu_shares=256)
+    h.client.update_container_resources(api.UpdateContainerResourcesRequest(container_id=created, linux=later))
+    assert h.status(created).resources.linux.memory_limit_in_bytes == 48 * MiB
+    h.start(created)
+    assert int(cgroup_file(h, created, "memory", "memory.limit_in_bytes")) == 48 * MiB
+    assert int(cgroup_file(h, created, "cpu", "cpu.shares")) == 256
+
+
+def test_a_failed_start_is_a_start_error(h: Harness) -> None:
+    pod = h.pod("starterror")
+    cid = h.container(pod, "missing-binary", ("/no/such/program",), start=False)
+    assert h.status(cid).state == api.CONTAINER_CREATED  # the runtime only meets it at StartContainer
+    with pytest.raises(ClientError, match="starting container"):
+        h.start(cid)
+    st = h.status(cid)
+    assert (st.state, st.reason, st.exit_code) == (api.CONTAINER_EXITED, "StartError", 128)
+    assert "/no/such/program" in st.message
+    with pytest.raises(FailedPreconditionError, match="not created: only a created container can start"):
+        h.start(cid)
+    h.remove(cid)
 
 
 SWAP_ACCOUNTING = os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
