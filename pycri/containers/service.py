@@ -80,6 +80,8 @@ class ContainerService:
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._removing: dict[str, Container] = {}  # removed, clean-up under way
         self._cleanups: dict[str, asyncio.Task[None]] = {}
+        self._cleaning = asyncio.Lock()
+        self._releases: dict[str, asyncio.Task[None]] = {}
         self.build_spec: SpecBuilder | None = None  # set by the daemon: (container, sandbox, image config) -> spec dict
         sandboxes.containers = self
         images.in_use = self.chain_ids_in_use
@@ -346,6 +348,7 @@ class ContainerService:
         if not start_failed:
             container.message = await asyncio.to_thread(self._termination_message, container)
         await self._save(container)
+        self._release_runtime(container)
         log.info("container %s exited with %d (%s)", container.id, container.exit_code, container.reason)
 
     def _termination_message(self, container: Container) -> str:
@@ -416,7 +419,8 @@ class ContainerService:
 
     async def _clean_up(self, container: Container) -> None:
         try:
-            await self._destroy(container)
+            async with self._cleaning:  # one at a time: a burst of removals must not crowd out the answers
+                await self._destroy(container)
         except Exception:
             log.exception("cleaning up removed container %s failed; recovery retries it", container.id)
         finally:
@@ -436,22 +440,49 @@ class ContainerService:
         if watcher is not None:
             watcher.cancel()
 
-    async def _destroy(self, container: Container) -> None:
+    async def _delete_from_runtime(self, container: Container) -> None:
+        """Kill what is left of the container and have the runtime forget it (and its cgroups)."""
         runtime = self.runtime(container)
+        # An exited container whose process is gone needs no `runtime state` round trip.
+        known_dead = container.state is State.EXITED and not conmon.pid_alive(container.pid)
+        state = None if known_dead else await oci.state(runtime, container.id)
+        if state is not None and state.status not in ("stopped",):
+            with contextlib.suppress(oci.RuntimeCommandError):
+                await oci.kill(runtime, container.id, "KILL", all_processes=True)
+            if state.pid:
+                await conmon.wait_pid(state.pid, 10)
+        await oci.delete(runtime, container.id, force=True)
+        await asyncio.to_thread(hybrid.remove_unified_leftover, self._cgroups_path(container))
+
+    def _release_runtime(self, container: Container) -> None:
+        """Once a container has exited, let the runtime forget it in the background (as containerd's
+        shim deletes the task on exit): RemoveContainer then only has files to clean up."""
+        if STEP_CREATED in container.steps and container.id not in self._releases:
+            self._releases[container.id] = asyncio.create_task(self._released(container))
+
+    async def _released(self, container: Container) -> None:
+        try:
+            async with self._cleaning:
+                if STEP_CREATED not in container.steps or container.state is not State.EXITED:
+                    return
+                await self._delete_from_runtime(container)
+                container.steps.remove(STEP_CREATED)
+                if container.id in self.containers or container.id in self._removing:
+                    await self._save(container)
+        except Exception:
+            log.exception("deleting exited container %s from its runtime failed; its removal retries", container.id)
+        finally:
+            self._releases.pop(container.id, None)
+
+    async def _destroy(self, container: Container) -> None:
+        release = self._releases.get(container.id)
+        if release is not None:
+            await asyncio.shield(release)
         if STEP_CREATED in container.steps:
-            # An exited container whose process is gone needs no `runtime state` round trip.
-            known_dead = container.state is State.EXITED and not conmon.pid_alive(container.pid)
-            state = None if known_dead else await oci.state(runtime, container.id)
-            if state is not None and state.status not in ("stopped",):
-                with contextlib.suppress(oci.RuntimeCommandError):
-                    await oci.kill(runtime, container.id, "KILL", all_processes=True)
-                if state.pid:
-                    await conmon.wait_pid(state.pid, 10)
-            await oci.delete(runtime, container.id, force=True)
-            await asyncio.to_thread(hybrid.remove_unified_leftover, self._cgroups_path(container))
-            for leftover in (conmon.exit_file(self.exit_dir, container.id), self.sockets_dir / container.id):
-                with contextlib.suppress(FileNotFoundError):
-                    await asyncio.to_thread(leftover.unlink)
+            await self._delete_from_runtime(container)
+        for leftover in (conmon.exit_file(self.exit_dir, container.id), self.sockets_dir / container.id):
+            with contextlib.suppress(FileNotFoundError):
+                await asyncio.to_thread(leftover.unlink)
         if STEP_ROOTFS in container.steps:
             await asyncio.to_thread(rootfs_mod.unmount_rootfs, container.dir)
         if STEP_DIR in container.steps:
@@ -652,6 +683,8 @@ class ContainerService:
                     self._watch(container)
                 else:
                     await self._record_exit(container)
+            elif container.state is State.EXITED:
+                self._release_runtime(container)  # if pycri stopped before the runtime forgot it
         known = set(self.containers)
         for name in await asyncio.to_thread(os.listdir, self.root):
             if name not in known:
@@ -665,6 +698,7 @@ class ContainerService:
         log.info("containers: %d recovered", len(self.containers))
 
     async def close(self) -> None:
+        await asyncio.gather(*self._releases.values(), return_exceptions=True)
         await self.wait_removed()
         for task in list(self._watchers.values()):
             task.cancel()

@@ -719,6 +719,23 @@ def test_update_container_resources(h: Harness) -> None:
     assert int(cgroup_file(h, created, "cpu", "cpu.shares")) == 256
 
 
+def runtime_containers(h: Harness, handler: str = "runc") -> list[str]:
+    runtime = h.daemon.cfg.runtimes[handler]
+    listed = subprocess.run([runtime.path, "--root", runtime.root, "list", "-q"], capture_output=True, text=True, check=True)
+    return listed.stdout.split()
+
+
+def test_an_exited_container_leaves_the_runtime_before_its_removal(h: Harness) -> None:
+    pod = h.pod("released")
+    cid = h.container(pod, "short", ("/bin/sh", "-c", "exit 3"))
+    h.wait_exited(cid)
+    wait_for("runc to forget the exited container", lambda: cid not in runtime_containers(h))
+    st = h.status(cid)
+    assert (st.state, st.exit_code, st.reason) == (api.CONTAINER_EXITED, 3, "Error")
+    assert h.client.list_containers(api.ListContainersRequest()).containers[0].id == cid
+    h.remove(cid)
+
+
 def test_a_failed_start_is_a_start_error(h: Harness) -> None:
     pod = h.pod("starterror")
     cid = h.container(pod, "missing-binary", ("/no/such/program",), start=False)
