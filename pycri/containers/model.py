@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,11 @@ class Container:
     def all_chain_ids(self) -> list[str]:
         """The layers the container uses: its image's and its image volumes'."""
         return [*self.chain_ids, *(c for v in self.image_volumes.values() for c in v["chain_ids"])]
+
+    @functools.cached_property
+    def labels(self) -> dict[str, str]:
+        """The config's labels as a dict (they never change): quick to filter on."""
+        return dict(self.config.labels)
 
     @property
     def metadata(self) -> api.ContainerMetadata:

@@ -30,7 +30,7 @@ from pycri.api import api_pb2 as api
 from pycri.config import Config
 from pycri.containers import image_volumes
 from pycri.containers import rootfs as rootfs_mod
-from pycri.containers.model import STEP_CREATED, STEP_DIR, STEP_ROOTFS, Container, State
+from pycri.containers.model import CRI_STATES, STEP_CREATED, STEP_DIR, STEP_ROOTFS, Container, State
 from pycri.containers.specs import HOST
 from pycri.images.records import ImageRecord
 from pycri.images.service import ImageService
@@ -208,14 +208,7 @@ class ContainerService:
 
     async def _build(self, container: Container, sandbox: Sandbox, image_config: dict[str, Any]) -> None:
         """The directory, rootfs, image volumes and OCI bundle; the runtime creates it at start."""
-        await asyncio.to_thread(container.dir.mkdir, parents=True, exist_ok=False)
-        layers = [self.images.layers.path(c) for c in container.chain_ids]
-        userns = sandbox.user_namespace
-        await asyncio.to_thread(
-            rootfs_mod.mount_rootfs, layers, container.dir, sandbox.userns_path, userns.root if userns else None
-        )
-        if container.image_volumes:
-            await asyncio.to_thread(self._mount_image_volumes, container, sandbox.userns_path)
+        await asyncio.to_thread(self._make_rootfs, container, sandbox)
         if self.build_spec is None:
             raise errors.Unavailable("container spec generation is not set up")
         spec, user = await self.build_spec(container, sandbox, image_config)
@@ -246,6 +239,15 @@ class ContainerService:
             stdin_once=container.config.stdin_once,
         )
         container.pid = await conmon.create(self.cfg.conmon, self.runtime(container), cspec)
+
+    def _make_rootfs(self, container: Container, sandbox: Sandbox) -> None:
+        """The container's directory, its rootfs and its image volumes. Blocking."""
+        container.dir.mkdir(parents=True, exist_ok=False)
+        layers = [self.images.layers.path(c) for c in container.chain_ids]
+        userns = sandbox.user_namespace
+        rootfs_mod.mount_rootfs(layers, container.dir, sandbox.userns_path, userns.root if userns else None)
+        if container.image_volumes:
+            self._mount_image_volumes(container, sandbox.userns_path)
 
     def _volume_images(self, config: api.ContainerConfig) -> dict[int, ImageRecord]:
         """The images of the image volumes, which must be read-only and pulled already."""
@@ -505,19 +507,21 @@ class ContainerService:
     # -- queries --------------------------------------------------------------------------------
 
     def query(self, filt: api.ContainerFilter | None) -> Iterable[Container]:
-        for container in sorted(self.containers.values(), key=lambda c: c.created_at):
-            if container.state is State.CREATING:
-                continue
-            if filt is not None:
-                if filt.id and not container.id.startswith(filt.id):
-                    continue
-                if filt.pod_sandbox_id and not container.sandbox_id.startswith(filt.pod_sandbox_id):
-                    continue
-                if filt.HasField("state") and api.ContainerState.Value(_cri_state_name(container)) != filt.state.state:
-                    continue
-                if not match_labels(container.config.labels, filt.label_selector):
-                    continue
-            yield container
+        """The containers ``filt`` selects, oldest first (the filter read once, not per container)."""
+        found = sorted((c for c in self.containers.values() if c.state is not State.CREATING), key=lambda c: c.created_at)
+        if filt is None:
+            return found
+        prefix, pod_prefix = filt.id, filt.pod_sandbox_id
+        state = filt.state.state if filt.HasField("state") else None
+        selector = dict(filt.label_selector)
+        return [
+            c
+            for c in found
+            if (not prefix or c.id.startswith(prefix))
+            and (not pod_prefix or c.sandbox_id.startswith(pod_prefix))
+            and (state is None or CRI_STATES[c.state] == state)
+            and (not selector or match_labels(c.labels, selector))
+        ]
 
     # -- exec / update / logs ------------------------------------------------------------------------
 
@@ -703,9 +707,3 @@ class ContainerService:
         for task in list(self._watchers.values()):
             task.cancel()
         await asyncio.gather(*self._watchers.values(), return_exceptions=True)
-
-
-def _cri_state_name(container: Container) -> str:
-    from pycri.containers.model import CRI_STATES
-
-    return api.ContainerState.Name(CRI_STATES[container.state])

@@ -20,7 +20,7 @@ from pycri.api import api_pb2 as api
 from pycri.containers import devices, users
 from pycri.containers.model import Container, State
 from pycri.host import cgroups, checks, idmap
-from pycri.oci import capabilities, container_spec, seccomp
+from pycri.oci import capabilities, cdi, container_spec, seccomp
 from pycri.sandboxes.model import Sandbox
 
 UserTriple = tuple[int, int, list[int]]
@@ -97,6 +97,21 @@ def idmapped_bind_sources(config: api.ContainerConfig, into: Path, userns_path: 
     return sources
 
 
+@dataclass
+class Gathered:
+    """What ``SpecFactory._gather`` found on the disk and the host: ``SpecInput`` fields."""
+
+    user: container_spec.ResolvedUser
+    seccomp: dict[str, Any] | None
+    devices: list[tuple[container_spec.HostDevice, str, str]]
+    privileged_devices: list[container_spec.HostDevice]
+    cdi: list[cdi.Edits]
+    bind_sources: dict[int, str]
+    nofile: int
+    min_oom_score_adj: int
+    node_hostname: str
+
+
 class SpecFactory:
     def __init__(
         self,
@@ -119,16 +134,14 @@ class SpecFactory:
             )
         return target.pid
 
-    async def __call__(
-        self, container: Container, sandbox: Sandbox, image_config: dict[str, Any]
-    ) -> tuple[dict[str, Any], UserTriple]:
+    @staticmethod
+    def _gather(container: Container, sandbox: Sandbox, image_config: dict[str, Any], cdi_dirs: Sequence[str]) -> Gathered:
+        """Everything the spec needs from the disk and the host, in one worker-thread hop. Blocking."""
         config = container.config
         security = config.linux.security_context
         privileged = security.privileged
-        if privileged and not sandbox.config.linux.security_context.privileged:
-            raise errors.InvalidArgument("config.linux.security_context.privileged: the pod sandbox is not privileged")
         rootfs = str(container.rootfs)
-        user = await asyncio.to_thread(users.resolve_user, rootfs, str(image_config.get("User") or ""), security)
+        user = users.resolve_user(rootfs, str(image_config.get("User") or ""), security)
         caps = capabilities.resolve(
             security.capabilities.add_capabilities,
             security.capabilities.drop_capabilities,
@@ -138,22 +151,36 @@ class SpecFactory:
             field="config.linux.security_context.capabilities",
         )
         profile = security.seccomp if security.HasField("seccomp") else None
-        seccomp_profile = await asyncio.to_thread(
-            seccomp.resolve,
-            profile,
-            security.seccomp_profile_path,
-            caps.get("bounding", []),
-            privileged=privileged,
-            field="config.linux.security_context.seccomp",
+        prepare_mount_sources(config)
+        return Gathered(
+            user=user,
+            seccomp=seccomp.resolve(
+                profile,
+                security.seccomp_profile_path,
+                caps.get("bounding", []),
+                privileged=privileged,
+                field="config.linux.security_context.seccomp",
+            ),
+            devices=devices.resolve_devices(config.devices),
+            privileged_devices=devices.all_host_devices() if privileged else [],
+            cdi=devices.cdi_edits(config, cdi_dirs),
+            bind_sources=(
+                idmapped_bind_sources(config, container.dir / "binds", sandbox.userns_path) if sandbox.userns_path else {}
+            ),
+            nofile=checks.max_nofile(container_spec.DEFAULT_NOFILE),
+            min_oom_score_adj=checks.clamp_oom_score_adj(-1000),
+            node_hostname=socket.gethostname(),
         )
-        host_devices = await asyncio.to_thread(devices.resolve_devices, config.devices)
-        cdi_edits = await asyncio.to_thread(devices.cdi_edits, config, self.cdi_spec_dirs)
-        all_devices = await asyncio.to_thread(devices.all_host_devices) if privileged else []
-        image_mounts = {int(i): str(v["source"]) for i, v in container.image_volumes.items() if v.get("source")}
-        await asyncio.to_thread(prepare_mount_sources, config)
-        bind_sources: dict[int, str] = {}
-        if sandbox.userns_path:
-            bind_sources = await asyncio.to_thread(idmapped_bind_sources, config, container.dir / "binds", sandbox.userns_path)
+
+    async def __call__(
+        self, container: Container, sandbox: Sandbox, image_config: dict[str, Any]
+    ) -> tuple[dict[str, Any], UserTriple]:
+        config = container.config
+        if config.linux.security_context.privileged and not sandbox.config.linux.security_context.privileged:
+            raise errors.InvalidArgument("config.linux.security_context.privileged: the pod sandbox is not privileged")
+        target_pid = self._target_pid(config)
+        supports_rro = await self.supports_rro(container.runtime_handler)
+        found = await asyncio.to_thread(self._gather, container, sandbox, image_config, self.cdi_spec_dirs)
         spec_input = container_spec.SpecInput(
             container_id=container.id,
             config=config,
@@ -171,26 +198,26 @@ class SpecFactory:
                 userns=sandbox.user_namespace,
             ),
             image_config=image_config,
-            rootfs=rootfs,
-            user=user,
-            seccomp=seccomp_profile,
-            devices=host_devices,
-            privileged_devices=all_devices,
-            image_mounts=image_mounts,
-            bind_sources=bind_sources,
-            cdi=cdi_edits,
-            target_pid=self._target_pid(config),
-            nofile=checks.max_nofile(container_spec.DEFAULT_NOFILE),
-            min_oom_score_adj=checks.clamp_oom_score_adj(-1000),
-            supports_rro=await self.supports_rro(container.runtime_handler),
+            rootfs=str(container.rootfs),
+            image_mounts={int(i): str(v["source"]) for i, v in container.image_volumes.items() if v.get("source")},
+            target_pid=target_pid,
+            supports_rro=supports_rro,
             log_path=container.log_path,
-            node_hostname=socket.gethostname(),
             cgroup_v2=HOST.layout is cgroups.Layout.V2,
             host_cgroup_options=HOST.unified_options,
             swap_controller=HOST.swap,
             hugetlb_controller=HOST.hugetlb,
             apparmor_available=False,
+            user=found.user,
+            seccomp=found.seccomp,
+            devices=found.devices,
+            privileged_devices=found.privileged_devices,
+            cdi=found.cdi,
+            bind_sources=found.bind_sources,
+            nofile=found.nofile,
+            min_oom_score_adj=found.min_oom_score_adj,
+            node_hostname=found.node_hostname,
         )
         spec = container_spec.build(spec_input)
-        uid, gid, groups = users.effective_user(user)
+        uid, gid, groups = users.effective_user(found.user)
         return spec, (uid, gid, list(groups))

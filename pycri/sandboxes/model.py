@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,11 @@ class Sandbox:
     cgroups_path: str = ""
     network_torn_down: bool = False
     userns_path: str = ""  # the pinned user namespace of a pod with its own ("" for the host's)
+
+    @functools.cached_property
+    def labels(self) -> dict[str, str]:
+        """The config's labels as a dict (they never change): quick to filter on."""
+        return dict(self.config.labels)
 
     @property
     def metadata(self) -> api.PodSandboxMetadata:

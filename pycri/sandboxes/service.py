@@ -20,7 +20,7 @@ import shutil
 import socket
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -85,7 +85,7 @@ def _read(path: str) -> str:
         return ""
 
 
-def match_labels(labels: Any, selector: Any) -> bool:
+def match_labels(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
@@ -424,17 +424,20 @@ class SandboxService:
     # -- queries ----------------------------------------------------------------------------------
 
     def list(self, filt: api.PodSandboxFilter | None) -> Iterable[Sandbox]:
-        for sandbox in sorted(self.sandboxes.values(), key=lambda s: s.created_at):
-            if sandbox.state is State.CREATING:
-                continue
-            if filt is not None:
-                if filt.id and not sandbox.id.startswith(filt.id):
-                    continue
-                if filt.HasField("state") and cri_state(sandbox) != filt.state.state:
-                    continue
-                if not match_labels(sandbox.config.labels, filt.label_selector):
-                    continue
-            yield sandbox
+        """The sandboxes ``filt`` selects, oldest first (the filter read once, not per sandbox)."""
+        found = sorted((s for s in self.sandboxes.values() if s.state is not State.CREATING), key=lambda s: s.created_at)
+        if filt is None:
+            return found
+        prefix = filt.id
+        state = filt.state.state if filt.HasField("state") else None
+        selector = dict(filt.label_selector)
+        return [
+            s
+            for s in found
+            if (not prefix or s.id.startswith(prefix))
+            and (state is None or cri_state(s) == state)
+            and (not selector or match_labels(s.labels, selector))
+        ]
 
     async def refresh(self, sandbox: Sandbox) -> None:
         """A READY sandbox whose infra process died is NOTREADY."""

@@ -106,7 +106,8 @@ class ContainerStatusService:
 
     def _list(self, filt: api.ContainerFilter | None) -> list[api.Container]:
         out = [self._listed.get(c.id, c.state, c) for c in self.containers.query(filt)]
-        self._listed.prune({(c.id, c.state) for c in self.containers.containers.values()})
+        everything = self.containers.containers
+        self._listed.prune(len(everything), lambda: {(c.id, c.state) for c in everything.values()})
         return out
 
     async def ContainerStatus(self, request: api.ContainerStatusRequest) -> api.ContainerStatusResponse:

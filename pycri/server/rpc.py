@@ -190,9 +190,11 @@ class ListedCache(Generic[K, M]):
             listed = self._cache[key] = self._build(obj)
         return listed
 
-    def prune(self, live: set[tuple[str, K]]) -> None:
-        if len(self._cache) > 2 * len(live) + 16:
-            self._cache = {k: v for k, v in self._cache.items() if k in live}
+    def prune(self, count: int, live: Callable[[], set[tuple[str, K]]]) -> None:
+        """Drop stale entries once the cache outgrows the ``count`` objects (``live()`` keys them)."""
+        if len(self._cache) > 2 * count + 16:
+            keep = live()
+            self._cache = {k: v for k, v in self._cache.items() if k in keep}
 
 
 T = TypeVar("T")

@@ -73,7 +73,8 @@ class SandboxStatusService:
 
     def _list(self, filt: api.PodSandboxFilter | None) -> list[api.PodSandbox]:
         out = [self._listed.get(s.id, cri_state(s), s) for s in self.sandboxes.list(filt)]
-        self._listed.prune({(s.id, cri_state(s)) for s in self.sandboxes.sandboxes.values()})
+        everything = self.sandboxes.sandboxes
+        self._listed.prune(len(everything), lambda: {(s.id, cri_state(s)) for s in everything.values()})
         return out
 
     async def PodSandboxStatus(self, request: api.PodSandboxStatusRequest) -> api.PodSandboxStatusResponse:
