@@ -13,9 +13,9 @@ For each runtime (a temporary pycri daemon, then containerd when it answers), in
 
 - ``--count`` containers running ``sh -c "sleep 3600"``, one at a time: CreateContainer and
   StartContainer each (and their sum per container), then ContainerStatus and ExecSync
-  (``true``) round-robin over them (``--count`` calls each), StopContainer (timeout 0: the
-  runtime sends SIGKILL at once; PID 1 of the container would ignore SIGTERM anyway) and
-  RemoveContainer each;
+  (``true``) round-robin over them (``--count`` calls each) and Version (the gRPC floor),
+  StopContainer (timeout 0: the runtime sends SIGKILL at once; PID 1 of the container would
+  ignore SIGTERM anyway) and RemoveContainer each;
 - ``--containers`` containers created and started in pods of ``--per-pod``: ListContainers
   (all of them, and filtered to this run's running ones) timed over ``--list-count`` calls.
 
@@ -50,6 +50,7 @@ from typing import Any
 
 from benchmarks.bench_images import registries_conf
 from benchmarks.common import (
+    FLOOR,
     BenchDaemon,
     Result,
     answers,
@@ -177,6 +178,7 @@ class ContainerSuite:
         self.add("Create+StartContainer", [c + s for c, s in zip(creates, starts, strict=True)])
         status = itertools.cycle([api.ContainerStatusRequest(container_id=cid) for cid in ids])
         self.results.append(measure("ContainerStatus", lambda: self.client.container_status(next(status)), n, 5))
+        self.results.append(measure(FLOOR, self.client.version, n, 5))
         targets = itertools.cycle(ids)
         self.results.append(measure("ExecSync true", lambda: self.exec_true(next(targets)), n, 3))
         self.add("StopContainer (timeout 0)", [timed(functools.partial(self.stop, cid)) for cid in ids])

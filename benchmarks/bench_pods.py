@@ -8,7 +8,8 @@ For each runtime (a temporary pycri daemon, then containerd when it answers):
 - a warm-up pod (containerd pulls its sandbox image, registry.k8s.io/pause:3.10.1, on the
   first RunPodSandbox; pycri's infra process is the host's catatonit and needs no image);
 - ``--count`` pods, one at a time: RunPodSandbox each, PodSandboxStatus round-robin over them
-  (``--list-count`` calls), then StopPodSandbox and RemovePodSandbox each;
+  (``--list-count`` calls) and as many Version calls (the gRPC floor under any status or list
+  call), then StopPodSandbox and RemovePodSandbox each;
 - ``--pods`` pods present at once: RunPodSandbox while they accumulate, ListPodSandbox and
   PodSandboxStatus timed, and the memory of the runtime's daemon (VmRSS) and of its per-pod
   helper processes (pycri: conmon; containerd: containerd-shim-runc-v2; RSS and PSS) before,
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 
 from benchmarks.common import (
     CONTAINERD_REF,
+    FLOOR,
     BenchDaemon,
     Result,
     answers,
@@ -156,6 +158,7 @@ class PodSuite:
         ids, runs = self.run_timed(self.args.count)
         self.add("RunPodSandbox", runs)
         self.results.append(measure("PodSandboxStatus", self.status_calls(ids), self.args.list_count, 20))
+        self.results.append(measure(FLOOR, self.client.version, self.args.list_count, 20))
         self.add("StopPodSandbox", [timed(functools.partial(self.stop, pod_id)) for pod_id in ids])
         self.add("RemovePodSandbox", [timed(functools.partial(self.remove, pod_id)) for pod_id in ids])
 

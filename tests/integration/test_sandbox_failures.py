@@ -521,8 +521,12 @@ async def test_removed_sandbox_leaves_no_conmon_socket_link(env: Env) -> None:
 # ---------------------------------------------------------------- failures injected before each step
 
 
-@pytest.mark.parametrize("step", STEPS)
-async def test_failure_at_step_leaves_nothing(env: Env, step: str) -> None:
+CASES = [(False, step) for step in STEPS] + [(True, step) for step in USERNS_STEPS]
+
+
+@pytest.mark.parametrize(("userns", "step"), CASES, ids=[("userns-" if u else "") + s for u, s in CASES])
+async def test_failure_at_step_leaves_nothing(env: Env, userns: bool, step: str) -> None:
+    steps = USERNS_STEPS if userns else STEPS
     reached: list[str] = []
 
     def fail(name: str) -> None:
@@ -532,44 +536,22 @@ async def test_failure_at_step_leaves_nothing(env: Env, step: str) -> None:
 
     env.on_step = fail
     with pytest.raises(RuntimeError, match=f"^injected failure at {step}$"):
-        await env.svc.run(env.config(), "")
-    assert reached == STEPS[: STEPS.index(step) + 1]
+        await env.svc.run(env.config(userns=userns), "")
+    assert reached == steps[: steps.index(step) + 1]
     await env.assert_clean(env.last_id)
 
     # The service is not wedged: the same pod runs afterwards, and goes away cleanly.
     env.on_step = None
-    sandbox = await env.svc.run(env.config(), "")
+    sandbox = await env.svc.run(env.config(userns=userns), "")
     assert sandbox.state is State.READY
+    if userns:
+        inode = (await asyncio.to_thread(os.stat, sandbox.userns_path)).st_ino
+        assert os.readlink(f"/proc/{sandbox.infra_pid}/ns/user") == f"user:[{inode}]"
     await env.svc.stop(sandbox.id)
     await env.svc.remove(sandbox.id)
     await env.assert_clean(sandbox.id)
-
-
-@pytest.mark.parametrize("step", USERNS_STEPS)
-async def test_failure_at_step_of_a_user_namespace_pod_leaves_nothing(env: Env, step: str) -> None:
-    reached: list[str] = []
-
-    def fail(name: str) -> None:
-        reached.append(name)
-        if name == step:
-            raise RuntimeError(f"injected failure at {name}")
-
-    env.on_step = fail
-    with pytest.raises(RuntimeError, match=f"^injected failure at {step}$"):
-        await env.svc.run(env.config(userns=True), "")
-    assert reached == USERNS_STEPS[: USERNS_STEPS.index(step) + 1]
-    await env.assert_clean(env.last_id)
-
-    env.on_step = None
-    sandbox = await env.svc.run(env.config(userns=True), "")
-    assert sandbox.state is State.READY
-    userns = sandbox.userns_path
-    inode = (await asyncio.to_thread(os.stat, userns)).st_ino
-    assert os.readlink(f"/proc/{sandbox.infra_pid}/ns/user") == f"user:[{inode}]"
-    await env.svc.stop(sandbox.id)
-    await env.svc.remove(sandbox.id)
-    await env.assert_clean(sandbox.id)
-    assert not await asyncio.to_thread(os.path.lexists, userns)
+    if userns:
+        assert not await asyncio.to_thread(os.path.lexists, sandbox.userns_path)
 
 
 async def test_failure_at_infra_with_crun_leaves_nothing(env: Env) -> None:
