@@ -10,7 +10,7 @@ from google.protobuf import json_format
 from pycri.api import api_pb2 as api
 from pycri.containers.model import CRI_STATES, Container, State
 from pycri.containers.service import ContainerService
-from pycri.server.rpc import ListedCache, pages
+from pycri.server.rpc import Encoded, ListedCache, encoded, pages
 
 
 def stop_signal_value(name: str) -> api.Signal.ValueType:
@@ -102,9 +102,9 @@ def verbose_info(container: Container) -> str:
 class ContainerStatusService:
     def __init__(self, containers: ContainerService) -> None:
         self.containers = containers
-        self._listed: ListedCache[State, api.Container] = ListedCache(to_listed)
+        self._listed: ListedCache[State] = ListedCache(to_listed)
 
-    def _list(self, filt: api.ContainerFilter | None) -> list[api.Container]:
+    def _list(self, filt: api.ContainerFilter | None) -> list[bytes]:
         out = [self._listed.get(c.id, c.state, c) for c in self.containers.query(filt)]
         everything = self.containers.containers
         self._listed.prune(len(everything), lambda: {(c.id, c.state) for c in everything.values()})
@@ -117,11 +117,13 @@ class ContainerStatusService:
             response.info["info"] = verbose_info(container)
         return response
 
-    async def ListContainers(self, request: api.ListContainersRequest) -> api.ListContainersResponse:
+    async def ListContainers(self, request: api.ListContainersRequest) -> Encoded:
+        """A ListContainersResponse, joined from the containers' cached encodings (field 1)."""
         filt = request.filter if request.HasField("filter") else None
-        return api.ListContainersResponse(containers=self._list(filt))
+        return encoded(self._list(filt))
 
-    async def StreamContainers(self, request: api.StreamContainersRequest) -> AsyncIterator[api.StreamContainersResponse]:
+    async def StreamContainers(self, request: api.StreamContainersRequest) -> AsyncIterator[Encoded]:
+        """StreamContainersResponse pages (their containers are field 1 as well)."""
         filt = request.filter if request.HasField("filter") else None
         for page in pages(self._list(filt)):
-            yield api.StreamContainersResponse(containers=page)
+            yield encoded(page)

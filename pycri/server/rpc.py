@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import Any, Generic, NewType, TypeVar
 
 import grpc
 from google.protobuf import message_factory
@@ -34,8 +34,11 @@ log = logging.getLogger("pycri.rpc")
 
 GRPC_CODES: dict[Code, grpc.StatusCode] = {code: getattr(grpc.StatusCode, code.value) for code in Code}
 
-Unary = Callable[[Any], Awaitable[Message]]
-Streaming = Callable[[Any], AsyncIterator[Message]]
+
+# A response already in wire form: the handler table sends it as it is (grpc wants exact bytes).
+Encoded = NewType("Encoded", bytes)
+Unary = Callable[[Any], Awaitable[Message | Encoded]]
+Streaming = Callable[[Any], AsyncIterator[Message | Encoded]]
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -71,8 +74,10 @@ def _decoder(request_type: type[Message]) -> Callable[[bytes], Message]:
     return decode
 
 
-def intercept(method: str, impl: Unary, decode: Callable[[bytes], Message]) -> Callable[[bytes, Context], Awaitable[Message]]:
-    async def behaviour(raw: bytes, context: Context) -> Message:
+def intercept(
+    method: str, impl: Unary, decode: Callable[[bytes], Message]
+) -> Callable[[bytes, Context], Awaitable[Message | Encoded]]:
+    async def behaviour(raw: bytes, context: Context) -> Message | Encoded:
         started = time.perf_counter()
         try:
             response = await impl(decode(raw))
@@ -90,8 +95,8 @@ def intercept(method: str, impl: Unary, decode: Callable[[bytes], Message]) -> C
 
 def intercept_stream(
     method: str, impl: Streaming, decode: Callable[[bytes], Message]
-) -> Callable[[bytes, Context], AsyncIterator[Message]]:
-    async def behaviour(raw: bytes, context: Context) -> AsyncIterator[Message]:
+) -> Callable[[bytes, Context], AsyncIterator[Message | Encoded]]:
+    async def behaviour(raw: bytes, context: Context) -> AsyncIterator[Message | Encoded]:
         started = time.perf_counter()
         try:
             async for response in impl(decode(raw)):
@@ -155,7 +160,11 @@ def _method_handler(
     full = f"{service.full_name}/{method.name}"
     impl = _find(families, method.name)
     decode = _decoder(_message_class(method.input_type))
-    response = _message_class(method.output_type).SerializeToString
+    serialize = _message_class(method.output_type).SerializeToString
+
+    def response(message: Message | bytes) -> bytes:
+        return message if isinstance(message, bytes) else serialize(message)
+
     if method.client_streaming:
         raise RuntimeError(f"{full}: client streaming is not part of the CRI")
     if method.server_streaming:
@@ -172,23 +181,47 @@ def service_handler(service: ServiceDescriptor, families: Sequence[object]) -> g
 
 
 K = TypeVar("K")
-M = TypeVar("M", bound=Message)
 
 
-class ListedCache(Generic[K, M]):
-    """Listed messages by (object id, state): rebuilding them (label and annotation maps above
-    all) cost more than the rest of a list call; an entry is reused while the state holds."""
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
-    def __init__(self, build: Callable[[Any], M]) -> None:
+
+def repeated_element(message: Message, field_number: int = 1) -> bytes:
+    """``message`` as one element of a repeated message field: key, length, then the message.
+
+    A response whose only field is that repeated field is the concatenation of its elements,
+    so a list answer can be joined from elements encoded once (``ListedCache``).
+    """
+    payload = message.SerializeToString()
+    return _varint(field_number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def encoded(elements: Iterable[bytes]) -> Encoded:
+    return Encoded(b"".join(elements))
+
+
+class ListedCache(Generic[K]):
+    """Listed messages by (object id, state), encoded once as elements of the list response's
+    repeated field 1: rebuilding them (label and annotation maps above all) and copying them
+    into a response cost more than the rest of a list call; an entry is reused while the state
+    holds."""
+
+    def __init__(self, build: Callable[[Any], Message]) -> None:
         self._build = build
-        self._cache: dict[tuple[str, K], M] = {}
+        self._cache: dict[tuple[str, K], bytes] = {}
 
-    def get(self, obj_id: str, state: K, obj: Any) -> M:
+    def get(self, obj_id: str, state: K, obj: Any) -> bytes:
         key = (obj_id, state)
-        listed = self._cache.get(key)
-        if listed is None:
-            listed = self._cache[key] = self._build(obj)
-        return listed
+        element = self._cache.get(key)
+        if element is None:
+            element = self._cache[key] = repeated_element(self._build(obj))
+        return element
 
     def prune(self, count: int, live: Callable[[], set[tuple[str, K]]]) -> None:
         """Drop stale entries once the cache outgrows the ``count`` objects (``live()`` keys them)."""

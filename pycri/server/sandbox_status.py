@@ -12,7 +12,7 @@ from pycri.api import api_pb2 as api
 from pycri.errors import InvalidArgument
 from pycri.sandboxes.model import Sandbox
 from pycri.sandboxes.service import SandboxService, cri_state
-from pycri.server.rpc import ListedCache, pages
+from pycri.server.rpc import Encoded, ListedCache, encoded, pages
 
 
 def to_status(sandbox: Sandbox) -> api.PodSandboxStatus:
@@ -69,9 +69,9 @@ def verbose_info(sandbox: Sandbox) -> str:
 class SandboxStatusService:
     def __init__(self, sandboxes: SandboxService) -> None:
         self.sandboxes = sandboxes
-        self._listed: ListedCache[int, api.PodSandbox] = ListedCache(to_listed)
+        self._listed: ListedCache[int] = ListedCache(to_listed)
 
-    def _list(self, filt: api.PodSandboxFilter | None) -> list[api.PodSandbox]:
+    def _list(self, filt: api.PodSandboxFilter | None) -> list[bytes]:
         out = [self._listed.get(s.id, cri_state(s), s) for s in self.sandboxes.list(filt)]
         everything = self.sandboxes.sandboxes
         self._listed.prune(len(everything), lambda: {(s.id, cri_state(s)) for s in everything.values()})
@@ -85,14 +85,16 @@ class SandboxStatusService:
             response.info["info"] = verbose_info(sandbox)
         return response
 
-    async def ListPodSandbox(self, request: api.ListPodSandboxRequest) -> api.ListPodSandboxResponse:
+    async def ListPodSandbox(self, request: api.ListPodSandboxRequest) -> Encoded:
+        """A ListPodSandboxResponse, joined from the sandboxes' cached encodings (field 1)."""
         filt = request.filter if request.HasField("filter") else None
-        return api.ListPodSandboxResponse(items=self._list(filt))
+        return encoded(self._list(filt))
 
-    async def StreamPodSandboxes(self, request: api.StreamPodSandboxesRequest) -> AsyncIterator[api.StreamPodSandboxesResponse]:
+    async def StreamPodSandboxes(self, request: api.StreamPodSandboxesRequest) -> AsyncIterator[Encoded]:
+        """StreamPodSandboxesResponse pages (their pod_sandboxes are field 1 as well)."""
         filt = request.filter if request.HasField("filter") else None
         for page in pages(self._list(filt)):
-            yield api.StreamPodSandboxesResponse(pod_sandboxes=page)
+            yield encoded(page)
 
     async def UpdatePodSandboxResources(
         self, request: api.UpdatePodSandboxResourcesRequest
