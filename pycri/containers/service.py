@@ -423,10 +423,11 @@ class ContainerService:
         try:
             async with self._cleaning:  # one at a time: a burst of removals must not crowd out the answers
                 await self._destroy(container)
+            self._removing.pop(container.id, None)
         except Exception:
+            # Kept among the removing ones, so its layers stay in use; recovery retries it.
             log.exception("cleaning up removed container %s failed; recovery retries it", container.id)
         finally:
-            self._removing.pop(container.id, None)
             self._cleanups.pop(container.id, None)
 
     async def wait_removed(self, ids: Iterable[str] | None = None) -> None:

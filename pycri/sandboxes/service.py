@@ -177,7 +177,7 @@ class SandboxService:
             if self.userns_supported is None or not await self.userns_supported(handler):
                 raise errors.FailedPrecondition(
                     "config.linux.security_context.namespace_options.userns_options: this node cannot run pods with "
-                    "their own user namespace (no ID-mapped mounts of the image layers; see pycri's log)"
+                    "their own user namespace (pycri's log says why: ID-mapped mounts, kernel or directory modes)"
                 )
         sandbox_id = secrets.token_hex(32)
         sandbox = Sandbox(
@@ -471,7 +471,10 @@ class SandboxService:
         known = set(self.sandboxes)
         for name in await asyncio.to_thread(os.listdir, self.pods_dir):
             if name not in known:
-                await asyncio.to_thread(self._remove_pod_dir, self.pods_dir / name)
+                try:
+                    await asyncio.to_thread(self._remove_pod_dir, self.pods_dir / name)
+                except errors.CRIError as exc:
+                    log.error("leftover pod directory kept: %s", exc.message)
         log.info("sandboxes: %d recovered", len(self.sandboxes))
 
 
