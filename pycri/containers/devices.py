@@ -132,12 +132,13 @@ def all_host_devices(root: str = "/dev") -> list[HostDevice]:
 # -- CDI ----------------------------------------------------------------------------------------------
 
 CDI_SUFFIXES = (".json", ".yaml", ".yml")
+CDI_MAX_SPEC = 4 * 1024 * 1024  # bytes a spec file may have
 
 
 def _decode(path: str) -> Any:
     with open(path, "rb") as f:
-        raw = f.read(4 * 1024 * 1024 + 1)
-    if len(raw) > 4 * 1024 * 1024:
+        raw = f.read(CDI_MAX_SPEC + 1)
+    if len(raw) > CDI_MAX_SPEC:
         raise ValueError("larger than 4 MiB")
     if path.endswith(".json"):
         return json.loads(raw)

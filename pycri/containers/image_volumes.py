@@ -20,16 +20,8 @@ from pathlib import Path
 
 from pycri import errors
 from pycri.containers import rootfs
+from pycri.containers.users import MAX_SYMLINKS, path_parts
 from pycri.host import mounts
-
-MS_RDONLY = 1
-MS_REMOUNT = 32
-MS_BIND = 4096
-MAX_SYMLINKS = 40
-
-
-def _parts(path: str) -> list[str]:
-    return [p for p in path.split("/") if p and p != "."]
 
 
 def resolve_in_root(root: str, path: str) -> str | None:
@@ -38,7 +30,7 @@ def resolve_in_root(root: str, path: str) -> str | None:
     For a tree nobody else changes meanwhile (a read-only image mount).
     """
     resolved: list[str] = []
-    pending = _parts(path)
+    pending = path_parts(path)
     links = 0
     while pending:
         name = pending.pop(0)
@@ -60,7 +52,7 @@ def resolve_in_root(root: str, path: str) -> str | None:
             target = os.readlink(candidate)
             if target.startswith("/"):
                 resolved = []
-            pending[:0] = _parts(target)
+            pending[:0] = path_parts(target)
             continue
         if pending and not stat.S_ISDIR(mode):
             return None
@@ -72,19 +64,19 @@ def mount(layers: list[Path], target: Path, userns_path: str = "") -> None:
     """Mount ``layers`` (bottom first) read-only at ``target`` (created), ID-mapped with ``userns_path``."""
     target.mkdir(parents=True, exist_ok=True)
     if not layers:
-        mounts.mount("tmpfs", str(target), "tmpfs", MS_RDONLY, "mode=0755,size=4k")  # an image with no layers
+        mounts.mount("tmpfs", str(target), "tmpfs", mounts.MS_RDONLY, "mode=0755,size=4k")  # an image with no layers
         return
     lower = layers[::-1]
     if userns_path:
         lower = rootfs.idmapped_layers(lower, target.with_name(target.name + "-lower"), userns_path)
     if len(lower) == 1:
-        mounts.mount(str(lower[0]), str(target), "", MS_BIND)
-        mounts.mount("", str(target), "", MS_BIND | MS_REMOUNT | MS_RDONLY)
+        mounts.mount(str(lower[0]), str(target), "", mounts.MS_BIND)
+        mounts.mount("", str(target), "", mounts.MS_BIND | mounts.MS_REMOUNT | mounts.MS_RDONLY)
         return
     data = f"lowerdir={':'.join(str(p) for p in lower)}"
     if len(data) >= rootfs.PAGE:
         raise errors.FailedPrecondition(f"the image volume's {len(lower)} layers do not fit one overlay mount")
-    mounts.mount("overlay", str(target), "overlay", MS_RDONLY, data)
+    mounts.mount("overlay", str(target), "overlay", mounts.MS_RDONLY, data)
 
 
 def source(volume: Path, sub_path: str, what: str, image: str) -> str:

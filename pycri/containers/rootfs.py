@@ -65,7 +65,6 @@ def idmapped_layers(layers: list[Path], into: Path, userns_path: str) -> list[Pa
     clones = []
     for n, layer in enumerate(layers):
         target = into / str(n)
-        target.mkdir(exist_ok=True)
         idmap.clone(str(layer), str(target), userns_path)
         clones.append(target)
     return clones

@@ -255,13 +255,7 @@ class ContainerService:
         for i, mount in enumerate(config.mounts):
             if not (mount.HasField("image") and mount.image.image):
                 continue
-            if not mount.readonly:
-                raise errors.InvalidArgument(f"config.mounts[{i}].readonly: an image volume is always read-only")
-            sub = mount.image_sub_path
-            if sub.startswith("/") or ".." in sub.split("/"):
-                raise errors.InvalidArgument(
-                    f"config.mounts[{i}].image_sub_path: {sub!r} must be a relative path inside the image, without '..'"
-                )
+            container_spec.check_image_mount(mount, i)
             image = self.images.find(mount.image.image)
             if image is None:
                 raise errors.NotFound(f"config.mounts[{i}].image: image {mount.image.image!r} not found; pull it first")

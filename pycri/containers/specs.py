@@ -83,10 +83,6 @@ def idmapped_bind_sources(config: api.ContainerConfig, into: Path, userns_path: 
     for i, mount in _bind_mounts(config):
         target = into / str(i)
         into.mkdir(exist_ok=True)
-        if os.path.isdir(mount.host_path):
-            target.mkdir()
-        else:
-            target.touch()
         try:
             idmap.clone(mount.host_path, str(target), userns_path)
         except OSError as exc:

@@ -55,7 +55,8 @@ class GroupEntry:
 # -- reading files inside the rootfs ----------------------------------------------------------------
 
 
-def _parts(path: str) -> list[str]:
+def path_parts(path: str) -> list[str]:
+    """The names along ``path``, without empty ones and '.' (as a path walk takes them)."""
     return [p for p in path.split("/") if p and p != "."]
 
 
@@ -95,11 +96,11 @@ def read_rootfs_file(rootfs: str, path: str, limit: int = MAX_FILE_SIZE) -> str 
     read and resolved within ``rootfs`` (as under chroot), never outside it. At most three
     descriptors are open at a time, however deep the path or its links.
     """
-    display = "/" + "/".join(_parts(path))
+    display = "/" + "/".join(path_parts(path))
     root = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     current = root  # the directory reached so far; ``resolved`` names it from the root
     resolved: list[str] = []
-    pending = _parts(path)
+    pending = path_parts(path)
     links = 0
 
     def move(fd: int | None, names: list[str]) -> bool:
@@ -135,7 +136,7 @@ def read_rootfs_file(rootfs: str, path: str, limit: int = MAX_FILE_SIZE) -> str 
                 target = os.readlink(name, dir_fd=current)
                 if target.startswith("/"):
                     move(root, [])
-                pending[:0] = _parts(target)
+                pending[:0] = path_parts(target)
                 continue
             if pending:
                 if not stat.S_ISDIR(mode):

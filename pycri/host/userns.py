@@ -20,7 +20,6 @@ from pycri.host import mounts
 from pycri.oci.userns import UserNamespace
 
 HELPER_TIMEOUT = 10.0
-MS_BIND = 4096
 # The helper says when it is inside its new namespace(s), then waits for stdin to close.
 _READY = b"ready\n"
 _SCRIPT = "echo ready; read _"
@@ -73,7 +72,8 @@ class Helper:
                 await self.proc.wait()
 
 
-def _write_maps(pid: int, userns: UserNamespace) -> None:
+def write_maps(pid: int, userns: UserNamespace) -> None:
+    """Give the fresh user namespace of ``pid`` its mappings (as its parent's root may). Blocking."""
     for name, mapping in (("uid_map", userns.uid), ("gid_map", userns.gid)):
         with open(f"/proc/{pid}/{name}", "w") as f:
             f.write(mapping.line())
@@ -81,19 +81,31 @@ def _write_maps(pid: int, userns: UserNamespace) -> None:
 
 def _pin(pid: int, kind: str, target: Path) -> None:
     target.touch(mode=0o444, exist_ok=True)
-    mounts.mount(f"/proc/{pid}/ns/{kind}", str(target), "", MS_BIND)
+    mounts.mount(f"/proc/{pid}/ns/{kind}", str(target), "", mounts.MS_BIND)
 
 
 async def pin(target: Path, userns: UserNamespace) -> None:
     """Create a user namespace with ``userns``'s mappings and pin it at ``target``."""
-    helper = await Helper.start("unshare", "--user", "--")
+    helper = await user_helper(userns)
     try:
-        await asyncio.to_thread(_write_maps, helper.pid, userns)
         await asyncio.to_thread(_pin, helper.pid, "user", target)
     except OSError as exc:
         raise Internal(f"user namespace {target}: {exc}") from exc
     finally:
         await helper.close()
+
+
+async def user_helper(userns: UserNamespace) -> Helper:
+    """A helper in a new user namespace with ``userns``'s mappings (``/proc/<pid>/ns/user``); close it after."""
+    helper = await Helper.start("unshare", "--user", "--")
+    try:
+        await asyncio.to_thread(write_maps, helper.pid, userns)
+    except BaseException as exc:
+        await helper.close()
+        if isinstance(exc, OSError):
+            raise Internal(f"user namespace mappings {userns.uid.line().strip()}: {exc}") from exc
+        raise
+    return helper
 
 
 async def network_helper(userns_path: str) -> Helper:
@@ -111,11 +123,3 @@ def release(target: Path) -> None:
             pass
     with contextlib.suppress(FileNotFoundError):
         os.unlink(target)
-
-
-def is_pinned(target: Path) -> bool:
-    """Whether ``target`` holds a namespace (nsfs) rather than being a plain file."""
-    try:
-        return os.stat(target).st_dev == os.stat("/proc/self/ns/user").st_dev
-    except OSError:
-        return False

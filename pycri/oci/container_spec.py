@@ -46,6 +46,7 @@ __all__ = [
     "SpecInput",
     "build",
     "cgroups_path",
+    "check_image_mount",
     "environment",
     "process_args",
 ]
@@ -382,13 +383,19 @@ def _bind_options(mount: api.Mount, i: int, inp: SpecInput) -> tuple[list[str], 
     return options, rootfs.get(mount.propagation, "")
 
 
-def _image_source(mount: api.Mount, i: int, inp: SpecInput) -> str:
+def check_image_mount(mount: api.Mount, i: int) -> None:
+    """An image volume is read-only, and its sub path relative and without '..'."""
     what = f"config.mounts[{i}]"
     if not mount.readonly:
         raise errors.InvalidArgument(f"{what}.readonly: an image volume is always read-only")
     sub = mount.image_sub_path
     if sub and (sub.startswith("/") or ".." in sub.split("/")):
         raise errors.InvalidArgument(f"{what}.image_sub_path: {sub!r} must be a relative path inside the image, without '..'")
+
+
+def _image_source(mount: api.Mount, i: int, inp: SpecInput) -> str:
+    check_image_mount(mount, i)
+    what = f"config.mounts[{i}]"
     source = inp.image_mounts.get(i)
     if not source:
         raise errors.InvalidArgument(f"{what}.image: image {mount.image.image!r} is not mounted")

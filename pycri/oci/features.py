@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import errno
 import itertools
 import json
 import logging
@@ -29,16 +27,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pycri.errors import Internal
 from pycri.host import idmap
+from pycri.host import userns as host_userns
 from pycri.oci import hybrid
 from pycri.oci import spec as oci_spec
 from pycri.oci.runtime import OCIRuntime, _last_error
+from pycri.oci.userns import IDMapping, UserNamespace
 
 log = logging.getLogger("pycri.oci")
 
-SYS_MOUNT_SETATTR = 442  # the same number on every architecture (asm-generic)
 PROBE_TIMEOUT = 20.0
 OVERLAY_IDMAPPED_LAYERS = (5, 19)
+PROBE_MAPPING = UserNamespace(IDMapping(0, 65536, 65536), IDMapping(0, 65536, 65536))  # any mapping will do
 
 
 def kernel_release() -> tuple[int, ...]:
@@ -48,13 +49,6 @@ def kernel_release() -> tuple[int, ...]:
         digits = "".join(itertools.takewhile(str.isdigit, part))
         parts.append(int(digits or 0))
     return tuple(parts)
-
-
-def kernel_has_mount_setattr() -> bool:
-    """Whether ``mount_setattr(2)`` exists: called with a bad fd, it fails EBADF, not ENOSYS."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    result = libc.syscall(SYS_MOUNT_SETATTR, -1, None, 0, None, 0)
-    return result == -1 and ctypes.get_errno() != errno.ENOSYS
 
 
 def unsearchable_parent(path: str) -> str:
@@ -152,7 +146,7 @@ class HandlerFeatures:
 
     async def _find_rro(self, name: str) -> bool:
         if self._kernel_rro is None:
-            self._kernel_rro = kernel_has_mount_setattr()
+            self._kernel_rro = idmap.kernel_has_mount_setattr()
         if not self._kernel_rro:
             log.info("recursive read-only mounts: the kernel lacks mount_setattr(2) (Linux 5.12+)")
             return False
@@ -189,7 +183,14 @@ class HandlerFeatures:
             blocked = await asyncio.to_thread(unsearchable_parent, directory)
             if blocked:
                 return f"{blocked} is not searchable by others (a pod's root is an unprivileged host user): chmod o+x"
-        return await asyncio.to_thread(idmap.unsupported_reason, self.layer_dir)
+        try:
+            helper = await host_userns.user_helper(PROBE_MAPPING)
+        except Internal as exc:
+            return f"no user namespace for the check: {exc.message}"
+        try:
+            return await asyncio.to_thread(idmap.unsupported_reason, self.layer_dir, f"/proc/{helper.pid}/ns/user")
+        finally:
+            await helper.close()
 
     async def user_namespaces(self, name: str) -> bool:
         """Whether pods of handler ``name`` may have their own user namespace.

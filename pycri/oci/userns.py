@@ -53,16 +53,6 @@ class UserNamespace:
         """The host UID and GID of the namespace's root."""
         return self.uid.host_id, self.gid.host_id
 
-    def to_json(self) -> dict[str, Any]:
-        return {"uid": self.uid.to_spec(), "gid": self.gid.to_spec()}
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> UserNamespace:
-        def mapping(d: dict[str, Any]) -> IDMapping:
-            return IDMapping(int(d["containerID"]), int(d["hostID"]), int(d["size"]))
-
-        return cls(mapping(doc["uid"]), mapping(doc["gid"]))
-
 
 def _mapping(mappings: Any, what: str) -> IDMapping:
     if len(mappings) != 1:

@@ -148,7 +148,8 @@ class SandboxService:
 
     # -- run ------------------------------------------------------------------------------------
 
-    def _validate(self, config: api.PodSandboxConfig, runtime_handler: str) -> None:
+    def _validate(self, config: api.PodSandboxConfig, runtime_handler: str) -> userns.UserNamespace | None:
+        """Checks the request; returns the pod's own user namespace, if it asks for one."""
         md = config.metadata
         for field_name in ("name", "namespace", "uid"):
             if not getattr(md, field_name):
@@ -161,18 +162,17 @@ class SandboxService:
             raise errors.InvalidArgument(
                 "config.linux.security_context.namespace_options.pid: TARGET is for containers, not pods"
             )
-        userns.from_options(options, "config.linux.security_context.namespace_options")
+        own_userns = userns.from_options(options, "config.linux.security_context.namespace_options")
         problems = sysctl_errors(dict(config.linux.sysctls), options.network == api.NODE, options.ipc == api.NODE)
         if problems:
             raise errors.InvalidArgument("config.linux.sysctls: " + "; ".join(problems))
         for i, mapping in enumerate(config.port_mappings):
             if not 0 < mapping.container_port < 65536 or not 0 <= mapping.host_port < 65536:
                 raise errors.InvalidArgument(f"config.port_mappings[{i}]: ports must be within 1..65535")
+        return own_userns
 
     async def run(self, config: api.PodSandboxConfig, runtime_handler: str) -> Sandbox:
-        self._validate(config, runtime_handler)
-        options = config.linux.security_context.namespace_options
-        if userns.from_options(options, "") is not None:
+        if self._validate(config, runtime_handler) is not None:
             handler = runtime_handler or self.cfg.default_runtime
             if self.userns_supported is None or not await self.userns_supported(handler):
                 raise errors.FailedPrecondition(

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from pycri.host import idmap
 from pycri.oci import features
 from pycri.oci.runtime import OCIRuntime
 
@@ -37,7 +38,7 @@ def calls(tmp_path: Path) -> list[list[str]]:
 def test_kernel_has_mount_setattr_answers_without_side_effects() -> None:
     release = tuple(int(p) for p in os.uname().release.split(".")[:2] if p.isdigit())
     if release >= (5, 12):
-        assert features.kernel_has_mount_setattr()
+        assert idmap.kernel_has_mount_setattr()
 
 
 def test_probe_spec_mounts_the_source_recursively_read_only() -> None:
@@ -99,7 +100,7 @@ def test_probe_with_a_real_runtime(tmp_path: Path, binary: str) -> None:
     path = hybrid.launcher_for(binary, tmp_path / "bin")
     rt = OCIRuntime(name=os.path.basename(binary), path=path, root=str(tmp_path / "root"))
     ok, why = run(features.probe_rro(rt, "/usr/bin/catatonit", "/pycri"))
-    assert ok == features.kernel_has_mount_setattr(), why
+    assert ok == idmap.kernel_has_mount_setattr(), why
     root = tmp_path / "root"
     assert not root.exists() or os.listdir(root) == [], "the probe container is deleted"
 
