@@ -32,10 +32,14 @@ if [[ ! -x $VENV/bin/python ]]; then
 	log "creating virtual environment $VENV"
 	"$PYTHON" -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c 'import pycri, grpc_tools, pytest, mypy' 2>/dev/null \
-	|| [[ $ROOT/pyproject.toml -nt $VENV/.pycri-installed ]]; then
-	log "installing pycri and its tools into $VENV"
-	"$VENV/bin/pip" install -q --upgrade pip
-	"$VENV/bin/pip" install -q -e "$ROOT[dev]"
-	touch "$VENV/.pycri-installed"
+# Exactly the locked versions (requirements/dev.txt, every package pinned with its hashes; see
+# scripts/lock.sh), then pycri itself, editable, with nothing more resolved. The marker holds the
+# lock's and pyproject.toml's checksum, so a changed lock reinstalls on the next run.
+stamp=$(cat "$ROOT/requirements/dev.txt" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)
+if [[ $(cat "$VENV/.pycri-installed" 2>/dev/null) != "$stamp" ]] \
+	|| ! "$VENV/bin/python" -c 'import pycri, grpc_tools, pytest, mypy' 2>/dev/null; then
+	log "installing the locked dependencies (requirements/dev.txt) and pycri into $VENV"
+	"$VENV/bin/pip" install -q --disable-pip-version-check --require-hashes --no-deps -r "$ROOT/requirements/dev.txt"
+	"$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$ROOT"
+	echo "$stamp" >"$VENV/.pycri-installed"
 fi

@@ -3,14 +3,23 @@
 Run ``python -m pycri.api.generate`` from anywhere; it writes ``api_pb2.py``,
 ``api_pb2_grpc.py``, ``admin_pb2.py``, ``admin_pb2_grpc.py`` and their ``.pyi``
 stubs (mypy-protobuf) beside the .proto files.
-``--out DIR`` writes them elsewhere (the tests use that to check that the
-committed modules are up to date). Needs the ``dev`` extra (grpcio-tools,
-mypy-protobuf).
+``--out DIR`` writes them elsewhere; ``--check`` regenerates into a temporary
+directory and lists how the committed modules differ (exit 1 if they do). Needs the
+``dev`` extra (grpcio-tools, mypy-protobuf), at the versions of requirements/dev.txt.
+
+What the check compares is what the modules mean: each ``_pb2.py``'s file descriptor
+(parsed, not its bytes), and every other line of every generated file, with the
+generator's version stamps (``GRPC_GENERATED_VERSION``, the protobuf gencode version)
+and the descriptor's byte offsets masked. Those stamps follow the generator release;
+tests/unit/test_api_wire.py checks them against the lock file and pyproject's bounds
+instead, so a new patch release of a tool can never turn the check red by itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import re
 import shutil
 import sys
 import tempfile
@@ -58,10 +67,65 @@ def generate(out: Path) -> list[Path]:
         return written
 
 
+_STAMPS = (
+    (re.compile(r"^GRPC_GENERATED_VERSION = .*$", re.M), "GRPC_GENERATED_VERSION = <version>"),
+    (re.compile(r"^# Protobuf Python Version: .*$", re.M), "# Protobuf Python Version: <version>"),
+    (
+        re.compile(r"(ValidateProtobufRuntimeVersion\(\s*_runtime_version\.Domain\.PUBLIC,)\s*\d+,\s*\d+,\s*\d+,"),
+        r"\1 <version>,",
+    ),
+    (re.compile(r"^(_globals\[.*\]\._serialized_(?:start|end))=\d+$", re.M), r"\1=<offset>"),
+    (re.compile(r"AddSerializedFile\(b'.*'\)$", re.M), "AddSerializedFile(<descriptor>)"),
+)
+
+
+def serialized_descriptor(source: str) -> bytes:
+    """The serialized FileDescriptorProto a generated ``_pb2.py`` registers."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "AddSerializedFile":
+            value = ast.literal_eval(node.args[0])
+            if isinstance(value, bytes):
+                return value
+    raise ValueError("no AddSerializedFile(b'...') call in the module")
+
+
+def masked(source: str) -> str:
+    """``source`` with the generator's version stamps and descriptor bytes replaced by placeholders."""
+    for pattern, replacement in _STAMPS:
+        source = pattern.sub(replacement, source)
+    return source
+
+
+def differences(fresh_dir: Path, committed_dir: Path = API_DIR) -> list[str]:
+    """How the committed generated files differ in meaning from freshly generated ones; [] when they match."""
+    from google.protobuf import descriptor_pb2
+
+    found = []
+    for name in GENERATED:
+        fresh, committed = (fresh_dir / name).read_text(), (committed_dir / name).read_text()
+        if name.endswith("_pb2.py"):
+            a, b = descriptor_pb2.FileDescriptorProto(), descriptor_pb2.FileDescriptorProto()
+            a.ParseFromString(serialized_descriptor(fresh))
+            b.ParseFromString(serialized_descriptor(committed))
+            if a != b:
+                found.append(f"{name}: the file descriptor differs from api.proto's")
+        if masked(fresh) != masked(committed):
+            found.append(f"{name}: the generated code differs")
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=API_DIR, help="directory to write to")
+    parser.add_argument("--check", action="store_true", help="only compare the committed modules with fresh ones")
     args = parser.parse_args(argv)
+    if args.check:
+        with tempfile.TemporaryDirectory() as tmp:
+            generate(Path(tmp))
+            found = differences(Path(tmp))
+        for line in found:
+            print(f"stale: {line}; run `python -m pycri.api.generate`")
+        return 1 if found else 0
     for path in generate(args.out):
         print(path)
     return 0
