@@ -5,6 +5,13 @@ pycri version | info              ask a running daemon (--json for scripts)
 pycri pull | images | import      images: pull with progress, list, import archives (pycri/cli/images.py)
 pycri doctor                      check this host's prerequisites
 pycri config default | show       print the default / effective configuration
+
+``--config FILE`` may stand before or after the command. Every command but ``daemon`` takes
+``--json``: its result as JSON on stdout, and on failure an ``{"error": {...}}`` document there
+too. Failures are one line on stderr naming what failed, and one saying what to do.
+
+Exit codes: 0 done; 1 the daemon refused or failed the request, or doctor found an error;
+2 bad arguments or configuration; 3 no daemon answers on the socket; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -24,9 +31,22 @@ import pycri
 from pycri import config as config_mod
 from pycri.cli import images as images_cli
 from pycri.client import Client, ClientError, UnavailableError
-from pycri.client.common import DEFAULT_SOCKET
+from pycri.client.common import DEFAULT_SOCKET, listening, socket_path
 
 Command = Callable[[argparse.Namespace, Console], int]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+# What to do about a failure the daemon reported, by gRPC status.
+HINTS = {
+    "UNAVAILABLE": "the daemon is running; what it could not reach is named above",
+    "UNAUTHENTICATED": "give the registry's credentials (pycri pull --creds USER:PASSWORD)",
+    "PERMISSION_DENIED": "the registry refused these credentials this image",
+    "DEADLINE_EXCEEDED": "the call took longer than --timeout allows; raise it",
+    "UNIMPLEMENTED": "this daemon does not offer that call",
+    "NOT_FOUND": "check the name (pycri images lists the image store)",
+    "INVALID_ARGUMENT": "correct the argument named above",
+}
 
 
 def _load_config(args: argparse.Namespace) -> config_mod.Config:
@@ -135,28 +155,43 @@ def cmd_doctor(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_config(args: argparse.Namespace, console: Console) -> int:
-    if args.what == "default":
+    cfg = config_mod.Config() if args.what == "default" else _load_config(args)
+    if args.json:
+        _print_json(cfg.to_dict())
+    elif args.what == "default":
         sys.stdout.write(config_mod.render_default())
     else:
-        sys.stdout.write(config_mod.render(_load_config(args)))
+        sys.stdout.write(config_mod.render(cfg))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pycri", description="pycri, a Kubernetes container runtime (CRI) in Python.")
-    parser.add_argument("--config", type=Path, default=None, help=f"configuration file (default {config_mod.DEFAULT_PATH})")
+    config_help = f"configuration file (default {config_mod.DEFAULT_PATH})"
+    parser = argparse.ArgumentParser(
+        prog="pycri",
+        description="pycri, a Kubernetes container runtime (CRI) in Python.",
+        epilog="exit codes: 0 done, 1 failed, 2 bad arguments or configuration, 3 no daemon on the socket, 130 interrupted",
+    )
+    parser.add_argument("--config", type=Path, default=None, help=config_help)
     parser.add_argument("--version", action="version", version=f"pycri {pycri.__version__}")
+    # The global options again, for after the command (`pycri daemon --config FILE`); SUPPRESS keeps
+    # a value given before the command when none is given after it.
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, parents=[after])
+
     def client_command(name: str, help_text: str, func: Command) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text)
+        p = command(name, help_text)
         p.add_argument("--socket", "-s", help="daemon socket or unix:// endpoint (default: from the configuration)")
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the daemon")
         p.set_defaults(func=func)
         return p
 
-    d = sub.add_parser("daemon", help="run the runtime daemon")
+    d = command("daemon", "run the runtime daemon")
     d.add_argument("--log-level", choices=config_mod.LOG_LEVELS, help="override log_level")
     d.add_argument("--log-format", choices=config_mod.LOG_FORMATS, help="override log_format")
     d.add_argument("--listen", help="override socket")
@@ -164,15 +199,26 @@ def build_parser() -> argparse.ArgumentParser:
     client_command("version", "show client and runtime versions", cmd_version)
     client_command("info", "show runtime conditions, handlers and configuration", cmd_info)
     images_cli.register(client_command, _socket)
-    doc = sub.add_parser("doctor", help="check this host's prerequisites")
-    doc.add_argument("--json", action="store_true")
+    doc = command("doctor", "check this host's prerequisites and explain the node")
+    doc.add_argument("--json", action="store_true", help="machine-readable output")
     doc.set_defaults(func=cmd_doctor)
-    c = sub.add_parser("config", help="print configuration")
+    c = command("config", "print configuration")
     c.add_argument(
         "what", choices=("default", "show"), help="default: every key with its default; show: the effective configuration"
     )
+    c.add_argument("--json", action="store_true", help="the configuration as JSON instead of TOML")
     c.set_defaults(func=cmd_config)
     return parser
+
+
+def _fail(args: argparse.Namespace, code: int, kind: str, message: str, hint: str) -> int:
+    """Report a failure: a line naming it and a line saying what to do, plus a JSON document with --json."""
+    _error(message)
+    if hint:
+        _error(hint)
+    if getattr(args, "json", False):
+        _print_json({"error": {"command": args.command, "kind": kind, "message": message, "hint": hint, "exit_code": code}})
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -182,14 +228,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.func(args, console)
         return result
     except config_mod.ConfigError as exc:
-        _error(f"configuration error: {exc}")
-        return 2
-    except UnavailableError as exc:
-        _error(f"cannot reach the daemon ({exc.details}); is it running?")
-        return 3
+        where = args.config or config_mod.DEFAULT_PATH
+        return _fail(args, EXIT_USAGE, "config", f"configuration error: {exc}", f"fix {where}, or pass --config FILE")
     except ClientError as exc:
-        _error(str(exc))
-        return 1
+        if isinstance(exc, UnavailableError):
+            socket = _socket(args)
+            if not listening(socket):
+                return _fail(
+                    args,
+                    EXIT_UNREACHABLE,
+                    "unreachable",
+                    f"cannot reach the daemon at {socket_path(socket)} ({exc.details}); is it running?",
+                    "start it (scripts/start.sh, or `pycri daemon`), or name its socket with --socket",
+                )
+        return _fail(args, EXIT_FAILED, exc.code.name, str(exc), HINTS.get(exc.code.name, ""))
+    except KeyboardInterrupt:
+        return _fail(args, EXIT_INTERRUPTED, "interrupted", f"{args.command} interrupted", "")
 
 
 if __name__ == "__main__":

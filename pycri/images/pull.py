@@ -84,17 +84,18 @@ class Puller:
     ) -> Pulled:
         endpoints = self.registry.endpoints(ref)
         failures: list[errors.CRIError] = []
+        tried: list[str] = []  # each failure with the role of its endpoint: "mirror HOST: ..." or "registry HOST: ..."
         for endpoint in endpoints:
             endpoint_creds = self.registry.credentials(endpoint, creds, server_address)
             try:
                 return await self._pull_from(endpoint, ref, endpoint_creds, progress)
             except (ManifestNotFound, RegistryError) as exc:
+                failures.append(exc)
+                tried.append(f"{'mirror' if endpoint.mirror else 'registry'} {exc.message}")
                 if not endpoint.mirror:
-                    failures.append(exc)
                     break
                 log.info("mirror %s failed for %s: %s; trying the next endpoint", endpoint.host, ref, exc)
-                failures.append(exc)
-        detail = "; ".join(f.message for f in failures)
+        detail = "; ".join(tried)
         if all(isinstance(f, ManifestNotFound) for f in failures):
             raise errors.NotFound(f"pulling {ref}: image not found: {detail}")
         # The most telling failure decides the code (auth over unreachable over not found).

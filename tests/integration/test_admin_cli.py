@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -150,6 +151,22 @@ def test_pull_errors(admin_daemon: DaemonProcess, registry: LocalRegistry, tmp_p
     nobody = pycri("pull", "--socket", str(tmp_path / "absent.sock"), "busybox")
     assert nobody.returncode == 3
     assert "cannot reach the daemon" in nobody.stderr
+
+
+def test_pull_from_an_unreachable_registry_is_not_a_missing_daemon(admin_daemon: DaemonProcess) -> None:
+    with socket.socket() as closed:  # a loopback port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    result = pycri("pull", "--socket", admin_daemon.socket, "--json", f"127.0.0.1:{port}/test/app:1")
+    assert result.returncode == 1, result.stderr
+    assert "cannot reach the daemon" not in result.stderr
+    assert f"PullImage: UNAVAILABLE: pulling 127.0.0.1:{port}/test/app:1: registry 127.0.0.1:{port}: cannot connect" in (
+        result.stderr
+    )
+    assert "the daemon is running" in result.stderr
+    error = json.loads(result.stdout)["error"]
+    assert error["kind"] == "UNAVAILABLE"
+    assert error["exit_code"] == 1
 
 
 def test_import_docker_archive_and_oci_layout(admin_daemon: DaemonProcess, tmp_path: Path) -> None:

@@ -423,9 +423,9 @@ async def test_all_endpoints_not_found(tmp_path: Path) -> None:
     assert info.value.code is errors.Code.NOT_FOUND
     assert info.value.message == (
         f"pulling {REF}: image not found: "
-        f"{MIRROR}/{REPO}:latest: manifest unknown; "
-        f"{second_mirror}/{REPO}:latest: manifest unknown; "
-        f"{PRIMARY}/{REPO}:latest: manifest unknown"
+        f"mirror {MIRROR}/{REPO}:latest: manifest unknown; "
+        f"mirror {second_mirror}/{REPO}:latest: manifest unknown; "
+        f"registry {PRIMARY}/{REPO}:latest: manifest unknown"
     )
 
 
@@ -433,9 +433,8 @@ async def test_only_the_primary_not_found(tmp_path: Path) -> None:
     rig = make_rig(tmp_path, {PRIMARY: Host()}, [(PRIMARY, False)])
     with pytest.raises(errors.NotFound) as info:
         await rig.pull("busybox:1.99")
-    assert (
-        info.value.message == f"pulling docker.io/library/busybox:1.99: image not found: {PRIMARY}/{REPO}:1.99: manifest unknown"
-    )
+    expected = f"pulling docker.io/library/busybox:1.99: image not found: registry {PRIMARY}/{REPO}:1.99: manifest unknown"
+    assert info.value.message == expected
 
 
 async def test_mirror_unreachable_and_primary_not_found_is_unavailable(tmp_path: Path) -> None:
@@ -447,7 +446,7 @@ async def test_mirror_unreachable_and_primary_not_found_is_unavailable(tmp_path:
     assert type(info.value) is RegistryError
     assert info.value.code is errors.Code.UNAVAILABLE
     assert info.value.message == (
-        f"pulling {REF}: {MIRROR}: cannot connect: connection refused; {PRIMARY}/{REPO}:latest: manifest unknown"
+        f"pulling {REF}: mirror {MIRROR}: cannot connect: connection refused; registry {PRIMARY}/{REPO}:latest: manifest unknown"
     )
 
 
@@ -458,7 +457,8 @@ async def test_mirror_not_found_and_primary_unreachable_is_unavailable(tmp_path:
         await rig.pull()
     assert type(info.value) is RegistryError
     assert info.value.message == (
-        f"pulling {REF}: {MIRROR}/{REPO}:latest: manifest unknown; {PRIMARY}: GET /v2/{REPO}/manifests/latest answered 502"
+        f"pulling {REF}: mirror {MIRROR}/{REPO}:latest: manifest unknown; "
+        f"registry {PRIMARY}: GET /v2/{REPO}/manifests/latest answered 502"
     )
 
 
@@ -473,9 +473,9 @@ async def test_auth_failure_beats_unreachable_and_not_found(tmp_path: Path) -> N
     with pytest.raises(RegistryAuthError) as info:
         await rig.pull()
     assert info.value.code is errors.Code.UNAUTHENTICATED
-    assert f"{MIRROR}: cannot connect: refused" in info.value.message
-    assert f"{second_mirror}: authentication failed for {REPO}" in info.value.message
-    assert f"{PRIMARY}/{REPO}:latest: manifest unknown" in info.value.message
+    assert f"mirror {MIRROR}: cannot connect: refused" in info.value.message
+    assert f"mirror {second_mirror}: authentication failed for {REPO}" in info.value.message
+    assert f"registry {PRIMARY}/{REPO}:latest: manifest unknown" in info.value.message
 
 
 async def test_a_failing_primary_ends_the_search(tmp_path: Path) -> None:
