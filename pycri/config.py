@@ -296,14 +296,55 @@ def render_default() -> str:
     return render(Config())
 
 
+# What SIGHUP applies to a running daemon, as CRI-O reloads its log level, registries and CNI
+# directory; any other changed key takes effect at the next start (the daemon says so).
+RELOADABLE = ("log_level", "images.registries_conf", "images.auth_file", "cni.conf_dir")
+
+
+def _flat(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def changes(old: Config, new: Config) -> list[tuple[str, Any, Any]]:
+    """Every key whose value differs, as ``(dotted key, old value, new value)``, sorted by key."""
+    before, after = _flat(old.to_dict()), _flat(new.to_dict())
+    return [(k, before.get(k), after.get(k)) for k in sorted(before.keys() | after.keys()) if before.get(k) != after.get(k)]
+
+
+def apply_reloadable(live: Config, new: Config) -> tuple[list[tuple[str, Any, Any]], list[str]]:
+    """Copy ``new``'s reloadable keys into ``live`` (the object every service holds); returns the changes
+    applied and the other changed keys, which need a restart."""
+    applied, later = [], []
+    for key, old_value, new_value in changes(live, new):
+        if key not in RELOADABLE:
+            later.append(key)
+            continue
+        *path, name = key.split(".")
+        target: Any = live
+        for part in path:
+            target = getattr(target, part)
+        setattr(target, name, new_value)
+        applied.append((key, old_value, new_value))
+    return applied, later
+
+
 __all__ = [
     "DEFAULT_PATH",
+    "RELOADABLE",
     "CNIConfig",
     "Config",
     "ConfigError",
     "ImagesConfig",
     "RuntimeHandlerConfig",
     "StreamingConfig",
+    "apply_reloadable",
+    "changes",
     "from_dict",
     "load",
     "render",

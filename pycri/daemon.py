@@ -4,6 +4,11 @@ Start-up order: take the daemon lock (one daemon per state dir), run the host
 checks, open the state database, build the domain, then bind the sockets
 (mode 0660) and serve. SIGTERM/SIGINT stop accepting new calls, let in-flight
 calls finish (up to ``SHUTDOWN_GRACE``) and close the database.
+
+SIGHUP rereads the configuration file and registries.conf, as CRI-O does: the keys of
+``config.RELOADABLE`` (log level, registries.conf and auth file, CNI directory) take effect
+at once, each change logged; other changed keys are logged as waiting for a restart. A file
+that does not load changes nothing: the error is logged and the running values stay.
 """
 
 from __future__ import annotations
@@ -12,16 +17,19 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import json
 import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
 
 import pycri
+from pycri import config as config_mod
+from pycri import errors, logs
 from pycri.config import Config
 from pycri.containers.service import ContainerService
 from pycri.containers.specs import SpecFactory
@@ -116,8 +124,11 @@ def daemon_lock(state_dir: Path) -> Iterator[None]:
 
 
 class Daemon:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, load: Callable[[], Config] | None = None) -> None:
         self.cfg = cfg
+        self._load = load  # rereads the configuration (SIGHUP); None: nothing to reread
+        self._reload_lock = asyncio.Lock()
+        self._reloads: set[asyncio.Task[None]] = set()
         self.store: Store | None = None
         self.images: ImageService | None = None
         self.sandboxes: SandboxService | None = None
@@ -207,10 +218,38 @@ class Daemon:
             await self.store.close()
         log.info("stopped")
 
+    def request_reload(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload(self) -> None:
+        """Reread the configuration and registries.conf; apply what may change while running."""
+        if self._load is None:
+            log.warning("reload: this daemon has no configuration file to reread")
+            return
+        async with self._reload_lock:
+            try:
+                new = await asyncio.to_thread(self._load)
+                use_registries = await self.images.check_registries(new.images) if self.images is not None else None
+            except (config_mod.ConfigError, errors.CRIError) as exc:
+                log.error("reload failed, the running configuration stays in force: %s", exc)
+                return
+            applied, later = config_mod.apply_reloadable(self.cfg, new)
+            logs.set_level(self.cfg.log_level)
+            if use_registries is not None:
+                use_registries()
+            for key, old, value in applied:
+                log.info("reload: %s: %s -> %s", key, json.dumps(old), json.dumps(value))
+            log.info("reload: registries from %s in use", self.cfg.images.registries_conf)
+            for key in later:
+                log.warning("reload: %s changed; it takes effect when the daemon restarts", key)
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         try:
             await self.start()
             log.info("pycri %s ready", pycri.__version__)
@@ -219,10 +258,11 @@ class Daemon:
         finally:
             sd_notify("STOPPING=1")
             await self.stop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
 
 
-def run(cfg: Config) -> None:
+def run(cfg: Config, load: Callable[[], Config] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT; ``load`` rereads the configuration on SIGHUP."""
     with daemon_lock(Path(cfg.state_dir)):
-        asyncio.run(Daemon(cfg).run())
+        asyncio.run(Daemon(cfg, load).run())

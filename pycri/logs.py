@@ -48,8 +48,13 @@ class JSONFormatter(logging.Formatter):
 def setup(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter(journald="JOURNAL_STREAM" in os.environ))
+    logging.getLogger().handlers[:] = [handler]
+    set_level(level)
+
+
+def set_level(level: str) -> None:
+    """pycri's log level (at start, and again on SIGHUP); libraries stay quieter."""
     root = logging.getLogger()
-    root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Libraries' own chatter (grpc's event-loop notes, asyncio's selector, a line per HTTP
     # request from httpx) is noise here; pycri logs what matters itself.

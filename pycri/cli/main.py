@@ -73,14 +73,16 @@ def _print_json(doc: Any) -> None:
 def cmd_daemon(args: argparse.Namespace, console: Console) -> int:
     from pycri import daemon, logs
 
-    cfg = _load_config(args)
     overrides = {k: v for k, v in (("log_level", args.log_level), ("log_format", args.log_format), ("socket", args.listen)) if v}
-    if overrides:
-        data = cfg.to_dict() | overrides
-        cfg = config_mod.from_dict(data)
+
+    def load() -> config_mod.Config:  # at start, and again on SIGHUP: the command line still wins
+        cfg = _load_config(args)
+        return config_mod.from_dict(cfg.to_dict() | overrides) if overrides else cfg
+
+    cfg = load()
     logs.setup(cfg.log_level, cfg.log_format)
     try:
-        daemon.run(cfg)
+        daemon.run(cfg, load)
     except daemon.DaemonError as exc:
         _error(f"cannot start: {exc}")
         return 1

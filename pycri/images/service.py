@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pycri import errors
-from pycri.config import Config
+from pycri.config import Config, ImagesConfig
 from pycri.images import auth, reference, registries_conf
 from pycri.images.content import ContentStore
 from pycri.images.layers import LayerStore
@@ -82,14 +82,17 @@ class ImageService:
         self._registry: RegistryClient | None = None
         self._pinned: set[str] = set()
 
+    def _read_registries(self, cfg: ImagesConfig) -> tuple[registries_conf.RegistriesConf, auth.DockerConfig | None]:
+        conf = registries_conf.load(cfg.registries_conf)
+        docker = auth.DockerConfig.load(cfg.auth_file) if cfg.auth_file else None
+        return conf, docker
+
     async def start(self) -> None:
         def prepare() -> tuple[registries_conf.RegistriesConf, auth.DockerConfig | None]:
             self.content.prepare()
             self.layers.prepare()
             self.container_root.mkdir(parents=True, exist_ok=True)
-            conf = registries_conf.load(self.cfg.images.registries_conf)
-            docker = auth.DockerConfig.load(self.cfg.images.auth_file) if self.cfg.images.auth_file else None
-            return conf, docker
+            return self._read_registries(self.cfg.images)
 
         try:
             conf, docker = await asyncio.to_thread(prepare)
@@ -103,6 +106,24 @@ class ImageService:
         self._pinned = {self._normalize(p) for p in self.cfg.images.pinned}
         log.info("images: %d in the store", len(self.index.by_id))
         await self.gc()  # leftovers of pulls a crash interrupted
+
+    async def check_registries(self, cfg: ImagesConfig) -> Callable[[], None]:
+        """Read the registries.conf and auth file ``cfg`` names (SIGHUP); returns the function that puts
+        them in use, so that a caller can check everything before changing anything. Raises
+        FailedPrecondition naming the file when one is invalid: the files in use stay in use."""
+        try:
+            conf, docker = await asyncio.to_thread(self._read_registries, cfg)
+        except (registries_conf.RegistriesConfError, auth.AuthError) as exc:
+            raise errors.FailedPrecondition(f"images: {exc}") from exc
+
+        def use() -> None:
+            for warning in conf.warnings:
+                log.warning("%s", warning)
+            if self._registry is not None:  # pulls under way keep their endpoints; the next ones use these
+                self._registry.registries = conf
+                self._registry.docker_config = docker
+
+        return use
 
     async def close(self) -> None:
         if self._registry is not None:

@@ -84,3 +84,41 @@ def test_file_errors_name_file_and_key(tmp_path: Path) -> None:
     path.write_text('[images]\npinned = "x"\n')
     with pytest.raises(config.ConfigError, match=r"c.toml: images.pinned: expected a list"):
         config.load(path)
+
+
+def test_changes_lists_every_changed_key() -> None:
+    old = config.Config()
+    new = config.from_dict({"log_level": "debug", "cni": {"conf_dir": "/x"}, "streaming": {"port": 10010}})
+    assert config.changes(old, new) == [
+        ("cni.conf_dir", "/etc/cni/net.d", "/x"),
+        ("log_level", "info", "debug"),
+        ("streaming.port", 0, 10010),
+    ]
+    assert config.changes(old, config.Config()) == []
+
+
+def test_apply_reloadable_changes_only_the_reloadable_keys_in_place() -> None:
+    live = config.Config()
+    images = live.images
+    new = config.from_dict(
+        {
+            "log_level": "debug",
+            "socket": "/tmp/other.sock",
+            "images": {"registries_conf": "/etc/r.conf", "auth_file": "/etc/auth.json"},
+            "cni": {"conf_dir": "/etc/cni/other"},
+        }
+    )
+    applied, later = config.apply_reloadable(live, new)
+    assert applied == [
+        ("cni.conf_dir", "/etc/cni/net.d", "/etc/cni/other"),
+        ("images.auth_file", "", "/etc/auth.json"),
+        ("images.registries_conf", "/etc/containers/registries.conf", "/etc/r.conf"),
+        ("log_level", "info", "debug"),
+    ]
+    assert later == ["socket"]
+    assert live.socket == "/run/pycri/pycri.sock"
+    assert live.log_level == "debug"
+    assert live.images is images  # the object every service holds sees the change
+    assert images.registries_conf == "/etc/r.conf"
+    assert live.cni.conf_dir == "/etc/cni/other"
+    assert set(config.RELOADABLE) == {key for key, _, _ in applied}
