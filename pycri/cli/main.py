@@ -149,9 +149,9 @@ def cmd_doctor(args: argparse.Namespace, console: Console) -> int:
             checks.Severity.FATAL: "[red bold]fatal[/red bold]",
         }
         for c in results:
-            console.print(f"{marks[c.severity]} {c.name}: {c.detail}", highlight=False)
+            console.print(f"{marks[c.severity]} {c.name}: {c.detail}", highlight=False, soft_wrap=True)
             if c.fix:
-                console.print(f"      fix: {c.fix}", highlight=False)
+                console.print(f"      fix: {c.fix}", highlight=False, soft_wrap=True)
     bad = [c for c in results if c.severity in (checks.Severity.ERROR, checks.Severity.FATAL)]
     return 1 if bad else 0
 

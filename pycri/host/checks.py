@@ -3,6 +3,9 @@
 Each check returns a :class:`Check` with what was found and, when it fails, how
 to fix it. ``FATAL`` checks stop the daemon; ``ERROR`` ones make a feature
 unavailable (the daemon reports it in Status); ``WARN`` ones are degradations.
+Besides the prerequisites, the node's picture: cgroup driver against kubelet's,
+free space and inodes for kubelet's eviction thresholds, the CNI network pods
+will get, and other CRI runtimes' sockets kubelet could be pointed at instead.
 """
 
 from __future__ import annotations
@@ -20,6 +23,16 @@ from pycri.config import Config
 from pycri.host import cgroups
 
 NAMESPACES = ("mnt", "uts", "ipc", "pid", "net", "user", "cgroup")
+# kubeadm's and most distributions' place for kubelet's KubeletConfiguration.
+KUBELET_CONFIGS = (Path("/var/lib/kubelet/config.yaml"), Path("/etc/kubernetes/kubelet.conf.yaml"))
+# Other CRI runtimes' default sockets.
+OTHER_RUNTIMES = (
+    ("containerd", Path("/run/containerd/containerd.sock")),
+    ("CRI-O", Path("/run/crio/crio.sock")),
+    ("cri-dockerd", Path("/run/cri-dockerd.sock")),
+)
+# kubelet's default hard eviction thresholds: nodefs.available<10%, imagefs.available<15%, nodefs.inodesFree<5%.
+EVICTION_SPACE, EVICTION_INODES = 0.15, 0.05
 CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
 CAP_SYS_RESOURCE = 24
 
@@ -148,6 +161,119 @@ def check_sys_resource() -> Check:
     )
 
 
+def kubelet_cgroup_driver(path: Path) -> str | None:
+    """``cgroupDriver`` of a KubeletConfiguration file ("cgroupfs", kubelet's default, when unset); None without one."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    return str(doc.get("cgroupDriver") or "cgroupfs")
+
+
+def check_cgroup_driver(
+    cfg: Config,
+    kubelet_configs: Iterable[Path] = KUBELET_CONFIGS,
+    mounts: Path = Path("/proc/self/mounts"),
+    systemd_dir: Path = Path("/run/systemd/system"),
+) -> Check:
+    layout = cgroups.detect(mounts).layout.value
+    systemd = systemd_dir.is_dir()
+    detail = f"pycri uses {cfg.cgroup_driver} on cgroup {layout}" + (" (systemd is PID 1)" if systemd else " (no systemd)")
+    for path in kubelet_configs:
+        wanted = kubelet_cgroup_driver(path)
+        if wanted is None:
+            continue
+        if wanted != cfg.cgroup_driver:
+            return Check(
+                "cgroup driver",
+                Severity.ERROR,
+                f"{detail}; kubelet ({path}) expects {wanted}",
+                f"set cgroupDriver: {cfg.cgroup_driver} in {path}, then restart kubelet",
+            )
+        return _ok("cgroup driver", f"{detail}; kubelet ({path}) agrees")
+    return _ok(
+        "cgroup driver",
+        f"{detail}; no kubelet configuration found: give kubelet cgroupDriver: {cfg.cgroup_driver} "
+        "(newer kubelets ask the runtime through RuntimeConfig)",
+    )
+
+
+def check_free_space(path: str) -> Check:
+    existing = Path(path)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        st = os.statvfs(existing)
+    except OSError as exc:
+        return Check("free space", Severity.WARN, f"{path}: {exc.strerror}", "check that the file system is mounted")
+    space = st.f_bavail / st.f_blocks if st.f_blocks else 1.0
+    inodes = st.f_favail / st.f_files if st.f_files else 1.0  # 0 files: a file system without an inode limit
+    detail = f"{path}: {st.f_bavail * st.f_frsize / 2**30:.1f} GiB free ({space:.0%}), " + (
+        f"{st.f_favail} inodes free ({inodes:.0%})" if st.f_files else "no inode limit"
+    )
+    if space < EVICTION_SPACE or inodes < EVICTION_INODES:
+        return Check(
+            "free space",
+            Severity.WARN,
+            detail + "; kubelet evicts pods and removes images below 15% space or 5% inodes",
+            f"free space on the file system of {path}, or move root_dir to a larger one",
+        )
+    return _ok("free space", detail)
+
+
+def check_cni_network(cfg: Config) -> Check:
+    from pycri.network import cni  # it imports this module
+
+    networks, problems = cni.load_networks(Path(cfg.cni.conf_dir))
+    if not networks:
+        detail = f"no network in {cfg.cni.conf_dir}" + (f" ({'; '.join(problems)})" if problems else "")
+        return _ok(
+            "CNI network",
+            f"{detail}: pycri writes {cni.DEFAULT_NETWORK_FILE} at start "
+            f"(bridge {cfg.cni.default_bridge}, subnet {cfg.cni.default_subnet})",
+        )
+    default = networks[0]
+    subnets = ", ".join(cni.subnets(default)) or "from the pod CIDR kubelet sends"
+    detail = f"{default.name!r} from {default.source}: {' → '.join(default.plugin_types)}; subnet {subnets}"
+    missing = [p for p in default.plugin_types if find_cni_plugin(p, cfg.cni.bin_dirs) is None]
+    if missing:
+        return Check(
+            "CNI network",
+            Severity.ERROR,
+            f"{detail}; plugins not found in {':'.join(cfg.cni.bin_dirs)}: {', '.join(missing)}",
+            "install the plugins (apt-get install containernetworking-plugins) or add their directory to cni.bin_dirs",
+        )
+    return _ok("CNI network", detail)
+
+
+def check_other_runtimes(cfg: Config, candidates: Iterable[tuple[str, Path]] = OTHER_RUNTIMES) -> Check:
+    import socket
+
+    serving = []
+    for name, path in candidates:
+        if not path.exists() or str(path) == cfg.socket:
+            continue
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(0.5)
+            try:
+                probe.connect(str(path))
+            except OSError:
+                continue
+        serving.append(f"{name} ({path})")
+    if serving:
+        return Check(
+            "other CRI runtimes",
+            Severity.WARN,
+            f"also serving on this node: {', '.join(serving)}",
+            f"point kubelet at pycri: --container-runtime-endpoint unix://{cfg.socket}",
+        )
+    return _ok("other CRI runtimes", "none serving")
+
+
 def run_all(cfg: Config) -> list[Check]:
     checks = [
         check_namespaces(),
@@ -166,6 +292,10 @@ def run_all(cfg: Config) -> list[Check]:
     criu = shutil.which("criu") or "/usr/sbin/criu"
     checks.append(check_binary("criu", criu, "apt-get install criu (needed for checkpoints only)", Severity.WARN))
     checks.append(check_sys_resource())
+    checks.append(check_cgroup_driver(cfg))
+    checks.append(check_free_space(cfg.root_dir))
+    checks.append(check_cni_network(cfg))
+    checks.append(check_other_runtimes(cfg))
     return checks
 
 

@@ -86,6 +86,22 @@ def load_networks(conf_dir: Path) -> tuple[list[NetworkList], list[str]]:
     return networks, errors
 
 
+def subnets(network: NetworkList) -> list[str]:
+    """The subnets the network's IPAM hands addresses from (host-local's ``subnet`` and ``ranges``)."""
+    found: list[str] = []
+    for plugin in network.plugins:
+        ipam = plugin.get("ipam")
+        if not isinstance(ipam, dict):
+            continue
+        if isinstance(ipam.get("subnet"), str):
+            found.append(ipam["subnet"])
+        for rangeset in ipam.get("ranges") or []:
+            for entry in rangeset if isinstance(rangeset, list) else []:
+                if isinstance(entry, dict) and isinstance(entry.get("subnet"), str):
+                    found.append(entry["subnet"])
+    return found
+
+
 def readiness(conf_dir: Path, bin_dirs: list[str]) -> tuple[bool, str]:
     """Whether the default network can be set up; when not, why."""
     networks, errors = load_networks(conf_dir)

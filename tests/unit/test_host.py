@@ -158,3 +158,100 @@ def test_cni_readiness(tmp_path: Path) -> None:
     assert "portmap" in message
     ready, _ = cni.readiness(conf, [_plugin_dir(tmp_path, "bridge", "portmap")])
     assert ready
+
+
+# -- the node's picture: cgroup driver, free space, CNI network, other runtimes -----------------------
+
+
+def test_cgroup_driver_agrees_with_kubelet(tmp_path: Path) -> None:
+    mounts, kubelet = tmp_path / "mounts", tmp_path / "config.yaml"
+    mounts.write_text(V2)
+    kubelet.write_text("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncgroupDriver: cgroupfs\n")
+    found = checks.check_cgroup_driver(Config(), [kubelet], mounts, tmp_path / "no-systemd")
+    assert found.ok
+    assert found.detail == f"pycri uses cgroupfs on cgroup v2 (no systemd); kubelet ({kubelet}) agrees"
+
+
+def test_cgroup_driver_mismatch_is_an_error_with_its_fix(tmp_path: Path) -> None:
+    mounts, kubelet, systemd = tmp_path / "mounts", tmp_path / "config.yaml", tmp_path / "systemd"
+    mounts.write_text(HYBRID)
+    kubelet.write_text("kind: KubeletConfiguration\ncgroupDriver: systemd\n")
+    systemd.mkdir()
+    found = checks.check_cgroup_driver(Config(), [tmp_path / "absent.yaml", kubelet], mounts, systemd)
+    assert found.severity is checks.Severity.ERROR
+    assert found.detail == f"pycri uses cgroupfs on cgroup hybrid (systemd is PID 1); kubelet ({kubelet}) expects systemd"
+    assert found.fix == f"set cgroupDriver: cgroupfs in {kubelet}, then restart kubelet"
+
+
+def test_kubelet_without_cgroup_driver_means_cgroupfs(tmp_path: Path) -> None:
+    kubelet = tmp_path / "config.yaml"
+    kubelet.write_text("kind: KubeletConfiguration\n")
+    assert checks.kubelet_cgroup_driver(kubelet) == "cgroupfs"
+    kubelet.write_text("{not: [yaml")
+    assert checks.kubelet_cgroup_driver(kubelet) is None
+    assert checks.kubelet_cgroup_driver(tmp_path / "absent") is None
+
+
+def test_no_kubelet_configuration_says_what_to_set(tmp_path: Path) -> None:
+    mounts = tmp_path / "mounts"
+    mounts.write_text(V1)
+    found = checks.check_cgroup_driver(Config(), [tmp_path / "absent.yaml"], mounts, tmp_path / "no-systemd")
+    assert found.ok
+    assert "give kubelet cgroupDriver: cgroupfs" in found.detail
+
+
+def test_free_space_reports_bytes_and_inodes(tmp_path: Path) -> None:
+    found = checks.check_free_space(str(tmp_path / "not" / "yet" / "made"))  # the nearest existing parent is measured
+    assert found.name == "free space"
+    assert re.match(rf"{re.escape(str(tmp_path))}/not/yet/made: \d+\.\d GiB free \(\d+%\), ", found.detail)
+
+
+def test_free_space_below_kubelets_eviction_threshold_warns(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    full = os.statvfs_result((4096, 4096, 1000, 10, 10, 1000, 900, 900, 0, 255))  # 1% space free
+    monkeypatch.setattr(os, "statvfs", lambda path: full)
+    found = checks.check_free_space(str(tmp_path))
+    assert found.severity is checks.Severity.WARN
+    assert "0.0 GiB free (1%), 900 inodes free (90%)" in found.detail
+    assert "kubelet evicts pods" in found.detail
+
+
+def test_cni_network_names_the_network_plugins_and_subnet(tmp_path: Path) -> None:
+    conf_dir = tmp_path / "net.d"
+    conf_dir.mkdir()
+    (conf_dir / "10-pycri.conflist").write_text(json.dumps(cni.default_network("pycri9", "10.77.0.0/16")))
+    cfg = Config()
+    cfg.cni.conf_dir = str(conf_dir)
+    cfg.cni.bin_dirs = [str(tmp_path / "bin")]
+    found = checks.check_cni_network(cfg)
+    assert found.severity is checks.Severity.ERROR
+    source = conf_dir / "10-pycri.conflist"
+    assert found.detail.startswith(f"'pycri' from {source}: bridge → portmap → bandwidth; subnet 10.77.0.0/16")
+    assert "plugins not found" in found.detail
+    (tmp_path / "bin").mkdir()
+    for plugin in ("bridge", "portmap", "bandwidth"):
+        (tmp_path / "bin" / plugin).write_text("#!/bin/sh\n")
+        (tmp_path / "bin" / plugin).chmod(0o755)
+    assert checks.check_cni_network(cfg).ok
+
+
+def test_no_cni_network_says_what_pycri_will_write(tmp_path: Path) -> None:
+    cfg = Config()
+    cfg.cni.conf_dir = str(tmp_path / "absent")
+    found = checks.check_cni_network(cfg)
+    assert found.ok
+    assert "pycri writes 10-pycri.conflist at start (bridge pycri0, subnet 10.88.0.0/16)" in found.detail
+
+
+def test_another_runtime_serving_is_a_warning(tmp_path: Path) -> None:
+    import socket
+
+    live, stale = tmp_path / "containerd.sock", tmp_path / "crio.sock"
+    stale.write_text("")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(live))
+        server.listen()
+        found = checks.check_other_runtimes(Config(), [("containerd", live), ("CRI-O", stale), ("none", tmp_path / "x")])
+    assert found.severity is checks.Severity.WARN
+    assert found.detail == f"also serving on this node: containerd ({live})"
+    assert found.fix == "point kubelet at pycri: --container-runtime-endpoint unix:///run/pycri/pycri.sock"
+    assert checks.check_other_runtimes(Config(), [("CRI-O", stale)]).ok
