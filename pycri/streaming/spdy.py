@@ -65,7 +65,10 @@ nothing was sent; wait for :class:`WindowUpdated` and retry with at most
 ``send_window()`` bytes.  Stream-level faults of the peer never raise: DATA or
 HEADERS after the peer's FIN gets RST_STREAM STREAM_ALREADY_CLOSED, on a
 stream never opened INVALID_STREAM, and frames on streams this side reset are
-ignored (they may have been in flight), all as the SPDY/3 draft says.
+ignored (they may have been in flight), all as the SPDY/3 draft says; a
+SYN_STREAM with a stale or wrong-parity id gets RST_STREAM PROTOCOL_ERROR, as
+spdystream answers it (the draft would end the session).  Unknown or late
+SYN_REPLY, RST_STREAM and WINDOW_UPDATE frames and PINGs with id 0 are ignored.
 
 What the real peer does (github.com/moby/spdystream, which k8s.io/apimachinery
 ``pkg/util/httpstream/spdy`` wraps; files as of its master branch):
@@ -109,9 +112,11 @@ Flow-control policy, following that peer:
 * Sending: with ``flow_control=FlowControl.AUTO`` (the default) windows are
   enforced only once the peer shows it does flow control, by sending a
   WINDOW_UPDATE or a SETTINGS_INITIAL_WINDOW_SIZE; spdystream never does, so
-  against it this side never stalls after 64 KiB, and a strict SPDY/3.1 peer
-  (which announces its windows up front) is respected.  ``FlowControl.ON``
-  enforces from the start, ``FlowControl.OFF`` never.  Enforcement is h2-style:
+  against it this side never stalls after 64 KiB.  A strict SPDY/3.1 peer is
+  respected from its first such frame on (windows count everything sent
+  before, so an overrun is paid back); one that stays silent while this side
+  sends more than 64 KiB needs ``FlowControl.ON``, which enforces from the
+  start (``FlowControl.OFF`` never does).  Enforcement is h2-style:
   ``send_data`` raises :class:`FlowControlError` rather than buffering.
 * Receiving: spdystream ignores our windows, so received DATA beyond them is
   accepted (the driver's backpressure is to stop reading the socket) unless
@@ -898,7 +903,9 @@ class Connection:
         elif isinstance(frame, SettingsFrame):
             self._on_settings(frame, events)
         elif isinstance(frame, PingFrame):
-            if frame.ping_id % 2 != self._parity:
+            if frame.ping_id == 0:
+                pass  # invalid, and unanswerable: spdystream would drop the connection on our echo
+            elif frame.ping_id % 2 != self._parity:
                 self._send(PingFrame(frame.ping_id))
                 events.append(PingReceived(frame.ping_id))
             elif frame.ping_id in self._pings:
