@@ -381,9 +381,29 @@ def _parse_port(text: str) -> int | None:
     return value if value <= 0xFFFF else None
 
 
+def _go_quote(text: str) -> str:
+    """Go's ``%q`` of a string (``strconv.Quote``), for the printable and control characters error text meets."""
+    out = ['"']
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char in _QUOTE_ESCAPES:
+            out.append(_QUOTE_ESCAPES[char])
+        elif not char.isprintable():
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+        else:
+            out.append(char)
+    out.append('"')
+    return "".join(out)
+
+
+_QUOTE_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
+
+
 def _parse_uint_error(text: str) -> str:
     kind = "value out of range" if text and all("0" <= c <= "9" for c in text) else "invalid syntax"
-    return f'strconv.ParseUint: parsing "{text}": {kind}'
+    return f"strconv.ParseUint: parsing {_go_quote(text)}: {kind}"
 
 
 @dataclass(frozen=True)
@@ -408,14 +428,14 @@ def parse_port_forward_stream(headers: Headers, stream_id: int) -> PortForwardSt
         raise StreamHeaderError(f'"{HEADER_PORT}" header is required')
     port = _parse_port(port_text)
     if port is None:
-        raise StreamHeaderError(f'unable to parse "{port_text}" as a port: {_parse_uint_error(port_text)}')
+        raise StreamHeaderError(f"unable to parse {_go_quote(port_text)} as a port: {_parse_uint_error(port_text)}")
     if port < 1:
-        raise StreamHeaderError(f'port "{port_text}" must be > 0')
+        raise StreamHeaderError(f"port {_go_quote(port_text)} must be > 0")
     stream_type = header_value(headers, HEADER_STREAM_TYPE)
     if not stream_type:
         raise StreamHeaderError(f'"{HEADER_STREAM_TYPE}" header is required')
     if stream_type not in (StreamType.ERROR, StreamType.DATA):
-        raise StreamHeaderError(f'invalid stream type "{stream_type}"')
+        raise StreamHeaderError(f"invalid stream type {_go_quote(stream_type)}")
     kind = StreamType(stream_type)
     request_id = header_value(headers, HEADER_REQUEST_ID)
     if not request_id:
@@ -516,9 +536,9 @@ def parse_ports_query(target: str) -> list[int]:
         for part in value.split(","):
             port = _parse_port(part)
             if port is None:
-                raise PortForwardOptionsError(f'unable to parse "{value}" as a port: {_parse_uint_error(part)}')
+                raise PortForwardOptionsError(f"unable to parse {_go_quote(value)} as a port: {_parse_uint_error(part)}")
             if port < 1:
-                raise PortForwardOptionsError(f'port "{value}" must be > 0')
+                raise PortForwardOptionsError(f"port {_go_quote(value)} must be > 0")
             ports.append(port)
     return ports
 

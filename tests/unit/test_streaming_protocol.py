@@ -206,6 +206,11 @@ def test_parse_port_forward_stream() -> None:
         ({"streamType": "data", "port": "0"}, 'port "0" must be > 0'),
         ({"port": "80"}, '"streamType" header is required'),
         ({"port": "80", "streamType": "stdin"}, 'invalid stream type "stdin"'),
+        ({"port": "80", "streamType": 'a"b\\'}, 'invalid stream type "a\\"b\\\\"'),  # Go's %q
+        (
+            {"streamType": "data", "port": "8\t0"},
+            'unable to parse "8\\t0" as a port: strconv.ParseUint: parsing "8\\t0": invalid syntax',
+        ),
     ],
 )
 def test_parse_port_forward_stream_errors(headers: dict[str, str], message: str) -> None:
