@@ -1,0 +1,998 @@
+"""The Kubernetes streaming protocols above the transport: names, negotiation, stream roles, Status JSON, resizes.
+
+Pure functions and small sans-IO objects shared by the SPDY/3.1 and the
+WebSocket paths of the server that answers the URLs returned by the CRI
+``Exec``, ``Attach`` and ``PortForward`` calls.  The behaviour follows the
+kubelet's ``k8s.io/kubelet/pkg/cri/streaming`` package (the copy containerd and
+CRI-O serve; since 2026 it lives on as ``k8s.io/cri-streaming``) and the
+``k8s.io/apimachinery`` helpers it uses.  File names below are relative to
+``staging/src/k8s.io/`` in the kubernetes repository.
+
+Remote command (exec, attach):
+
+* Subprotocol negotiation for SPDY (``apimachinery/pkg/util/httpstream/httpstream.go``
+  ``Handshake``): the client lists versions in one or more
+  ``X-Stream-Protocol-Version`` headers (values may be comma separated); the
+  first *client* value the server supports wins.  A missing header or one with
+  no usable value is a 400, no common version a 403 that lists the server's
+  versions in ``X-Accepted-Stream-Protocol-Versions``.
+* Over SPDY the kubelet offers ``v4``, ``v3``, ``v2`` and ``channel.k8s.io``
+  (``apimachinery/pkg/util/remotecommand/constants.go``
+  ``SupportedStreamingProtocols``).  ``v5.channel.k8s.io`` only adds the
+  WebSocket CLOSE signal; client-go's SPDY executor offers it first but the
+  kubelet never picks it, so :data:`SPDY_REMOTE_COMMAND_PROTOCOLS` does not
+  hold it either.
+* Each SPDY stream names its role in a ``streamType`` header: ``error``,
+  ``stdin``, ``stdout``, ``stderr`` and, from v3, ``resize``
+  (``kubelet/pkg/cri/streaming/remotecommand/httpstream.go``).  Unknown types
+  are accepted on the wire but ignored and not counted.
+* The error stream carries the outcome once the command ends: from v4 the JSON
+  of a ``metav1.Status`` (:class:`Status`), in v1 to v3 the bare message text
+  and nothing at all on success (``v1WriteStatusFunc``/``v4WriteStatusFunc``).
+* Resize messages are a stream of JSON objects ``{"Width":80,"Height":24}``
+  (client-go writes them with ``json.Encoder``, one per line, but nothing
+  frames them); the server reads them with one ``json.Decoder`` and stops for
+  good at the first error (``handleResizeEvents``).  :class:`ResizeDecoder`
+  does the same incrementally.
+
+Port forward:
+
+* SPDY (``kubelet/pkg/cri/streaming/portforward/httpstream.go``): protocol
+  ``portforward.k8s.io``; every forwarded connection is a pair of streams, one
+  ``streamType: data`` and one ``streamType: error``, each with a ``port``
+  header and paired by their ``requestID`` header (derived from the stream id
+  for clients too old to send one).
+* WebSocket (``.../portforward/websocket.go``): the ports come from the CRI
+  request (or, in the kubelet's own server, from ``?port=`` query parameters,
+  :func:`parse_ports_query`); port *i* uses channel ``2*i`` for data and
+  ``2*i+1`` for errors, and the server's first message on both is the port as
+  two little-endian bytes.  See :mod:`pycri.streaming.websocket`.
+"""
+
+from __future__ import annotations
+
+import enum
+import http
+import json
+import urllib.parse
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+# --- names -------------------------------------------------------------------
+
+STREAM_PROTOCOL_V1 = "channel.k8s.io"
+STREAM_PROTOCOL_V2 = "v2.channel.k8s.io"
+STREAM_PROTOCOL_V3 = "v3.channel.k8s.io"
+STREAM_PROTOCOL_V4 = "v4.channel.k8s.io"
+STREAM_PROTOCOL_V5 = "v5.channel.k8s.io"
+#: WebSocket only: channel numbers as ASCII digits and base64 payloads in text frames.
+BASE64_CHANNEL_PROTOCOL = "base64.channel.k8s.io"
+BASE64_CHANNEL_PROTOCOL_V4 = "v4.base64.channel.k8s.io"
+PORT_FORWARD_PROTOCOL_V1 = "portforward.k8s.io"
+
+#: Every remote-command protocol version, newest first.
+REMOTE_COMMAND_PROTOCOLS = (STREAM_PROTOCOL_V5, STREAM_PROTOCOL_V4, STREAM_PROTOCOL_V3, STREAM_PROTOCOL_V2, STREAM_PROTOCOL_V1)
+#: What the kubelet negotiates over SPDY (``remotecommand.SupportedStreamingProtocols``).
+SPDY_REMOTE_COMMAND_PROTOCOLS = (STREAM_PROTOCOL_V4, STREAM_PROTOCOL_V3, STREAM_PROTOCOL_V2, STREAM_PROTOCOL_V1)
+#: What the kubelet negotiates for port forwarding over SPDY (``portforward.SupportedProtocols``).
+SPDY_PORT_FORWARD_PROTOCOLS = (PORT_FORWARD_PROTOCOL_V1,)
+
+HEADER_PROTOCOL_VERSION = "X-Stream-Protocol-Version"
+HEADER_ACCEPTED_PROTOCOL_VERSIONS = "X-Accepted-Stream-Protocol-Versions"
+HEADER_STREAM_TYPE = "streamType"
+HEADER_PORT = "port"
+HEADER_REQUEST_ID = "requestID"
+
+#: Channel numbers of remote command over WebSocket (the first three are the file descriptors).
+STDIN_CHANNEL = 0
+STDOUT_CHANNEL = 1
+STDERR_CHANNEL = 2
+ERROR_CHANNEL = 3
+RESIZE_CHANNEL = 4
+#: First byte of a v5 CLOSE signal; the second is the channel being half-closed.
+CLOSE_SIGNAL = 255
+
+STATUS_SUCCESS = "Success"
+STATUS_FAILURE = "Failure"
+REASON_NON_ZERO_EXIT_CODE = "NonZeroExitCode"
+REASON_INTERNAL_ERROR = "InternalError"
+CAUSE_EXIT_CODE = "ExitCode"
+
+
+class StreamType(enum.StrEnum):
+    """Values of the ``streamType`` header of a SPDY stream."""
+
+    STDIN = "stdin"
+    STDOUT = "stdout"
+    STDERR = "stderr"
+    ERROR = "error"
+    RESIZE = "resize"
+    DATA = "data"
+
+
+# --- errors ------------------------------------------------------------------
+
+
+class StreamingError(Exception):
+    """Base of this package's errors."""
+
+
+class HandshakeError(StreamingError):
+    """The upgrade request is refused; write :meth:`response` and close the connection.
+
+    ``status`` and the extra ``headers`` are upstream's; the body is the
+    message and a newline as ``http.Error`` writes it, also where upstream's
+    WebSocket library sends none (the 403 for no common subprotocol).
+    """
+
+    def __init__(self, status: int, message: str, headers: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = tuple(headers)
+
+    def response(self) -> bytes:
+        """A complete HTTP/1.1 response, ``Connection: close``."""
+        body = (self.message + "\n").encode("utf-8", "replace")
+        lines = [f"HTTP/1.1 {self.status} {_status_phrase(self.status)}"]
+        lines += [f"{name}: {value}" for name, value in self.headers]
+        lines += [
+            "Content-Type: text/plain; charset=utf-8",
+            "X-Content-Type-Options: nosniff",
+            f"Content-Length: {len(body)}",
+            "Connection: close",
+        ]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + body
+
+
+class PortForwardOptionsError(HandshakeError):
+    """Unusable port-forward ports (the kubelet answers 400 Bad Request)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(400, message)
+
+
+class StreamHeaderError(StreamingError):
+    """A SPDY stream's headers are unusable; upstream resets (RST_STREAM) that stream."""
+
+
+class PortForwardPairError(StreamingError):
+    """A second data or error stream for one request ID.
+
+    Upstream writes ``str(error)`` on the pair's error stream, if it has one, and
+    leaves the offending stream alone (``httpStreamHandler.run``).
+    """
+
+    def __init__(self, request_id: str, problem: str) -> None:
+        super().__init__(f"error processing stream for request {request_id}: {problem}")
+        self.request_id = request_id
+
+
+def _status_phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+# --- headers -----------------------------------------------------------------
+
+#: Header input: a mapping (values a string or a list of strings, as SPDY
+#: headers may carry several) or (name, value) pairs, as ``str`` or ``bytes``
+#: (an ``h11.Request.headers`` works).  Names are matched case-insensitively.
+Headers = Mapping[str, str | Sequence[str]] | Iterable[tuple[str | bytes, str | bytes]]
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+def header_values(headers: Headers, name: str) -> list[str]:
+    """All values of header ``name``, in order (Go's ``http.Header[name]`` after canonicalisation)."""
+    wanted = name.lower()
+    out: list[str] = []
+    if isinstance(headers, Mapping):
+        for key, value in headers.items():
+            if key.lower() == wanted:
+                out.extend([value] if isinstance(value, str) else value)
+        return out
+    for key, value in headers:
+        if _text(key).lower() == wanted:
+            out.append(_text(value))
+    return out
+
+
+def header_value(headers: Headers, name: str) -> str:
+    """The first value of header ``name``, ``""`` when absent (Go's ``http.Header.Get``)."""
+    values = header_values(headers, name)
+    return values[0] if values else ""
+
+
+def _go_list(items: Sequence[str]) -> str:
+    """How Go's ``%v`` prints a ``[]string``."""
+    return "[" + " ".join(items) + "]"
+
+
+def is_upgrade_request(headers: Headers) -> bool:
+    """``httpstream.IsUpgradeRequest``: some ``Connection`` header contains ``upgrade``."""
+    return any("upgrade" in value.lower() for value in header_values(headers, "Connection"))
+
+
+def is_websocket_request(headers: Headers) -> bool:
+    """``wsstream.IsWebSocketRequest``: WebSocket, not SPDY (the server's choice between the two paths)."""
+    return header_value(headers, "Upgrade").lower() == "websocket" and is_upgrade_request(headers)
+
+
+# --- negotiation -------------------------------------------------------------
+
+
+def negotiate(client_protocols: Sequence[str], server_protocols: Iterable[str]) -> str | None:
+    """The first of the client's protocols the server supports, or None (client preference wins).
+
+    The rule of both ``httpstream.negotiateProtocol`` (SPDY) and the WebSocket
+    handshake in ``wsstream/conn.go``.  ``""`` is an ordinary value: the
+    WebSocket servers list it to accept clients that offer no subprotocol.
+    """
+    server = set(server_protocols)
+    for protocol in client_protocols:
+        if protocol in server:
+            return protocol
+    return None
+
+
+def parse_protocol_header(values: Iterable[str]) -> list[str]:
+    """``commaSeparatedHeaderValues``: split each value on commas, trim spaces, drop empties."""
+    out: list[str] = []
+    for value in values:
+        for part in value.split(","):
+            protocol = part.strip(" ")
+            if protocol:
+                out.append(protocol)
+    return out
+
+
+@dataclass(frozen=True)
+class SpdyNegotiation:
+    """A successful SPDY subprotocol negotiation: add ``response_headers`` to the 101 response."""
+
+    protocol: str
+    response_headers: tuple[tuple[str, str], ...]
+
+
+def negotiate_spdy(headers: Headers, server_protocols: Sequence[str]) -> SpdyNegotiation:
+    """``httpstream.Handshake`` for a SPDY upgrade request; raises :class:`HandshakeError` (400 or 403).
+
+    ``server_protocols`` is :data:`SPDY_REMOTE_COMMAND_PROTOCOLS` or
+    :data:`SPDY_PORT_FORWARD_PROTOCOLS`.
+    """
+    if not server_protocols:
+        raise ValueError("server_protocols is required")
+    values = header_values(headers, HEADER_PROTOCOL_VERSION)
+    if not values:
+        names = {_text(name).lower() for name in _header_names(headers)} - {"host"}  # net/http keeps Host apart
+        raise HandshakeError(
+            400, f"unable to upgrade: header {HEADER_PROTOCOL_VERSION} does not exist in request with {len(names)} headers"
+        )
+    client_protocols = parse_protocol_header(values)
+    if not client_protocols:
+        raise HandshakeError(
+            400, f"unable to upgrade: header {HEADER_PROTOCOL_VERSION} contains {_go_list(values)}, but no valid protocols"
+        )
+    protocol = negotiate(client_protocols, server_protocols)
+    if protocol is None:
+        raise HandshakeError(
+            403,
+            "unable to upgrade: unable to negotiate protocol: "
+            f"client supports {_go_list(client_protocols)}, server accepts {_go_list(server_protocols)}",
+            [(HEADER_ACCEPTED_PROTOCOL_VERSIONS, p) for p in server_protocols],
+        )
+    return SpdyNegotiation(protocol, ((HEADER_PROTOCOL_VERSION, protocol),))
+
+
+def _header_names(headers: Headers) -> list[str | bytes]:
+    if isinstance(headers, Mapping):
+        return list(headers.keys())
+    return [name for name, _ in headers]
+
+
+def parse_websocket_protocols(value: str) -> list[str]:
+    """The subprotocols a WebSocket client offers, as ``golang.org/x/net/websocket`` reads them.
+
+    ``value`` is the first ``Sec-WebSocket-Protocol`` header (``""`` if none).
+    Entries are split on commas and trimmed, empty ones kept; no header at all
+    yields ``[""]``, the entry the servers register for "no subprotocol"
+    (``wsstream.handshake``).
+    """
+    value = value.strip()
+    if not value:
+        return [""]
+    return [part.strip() for part in value.split(",")]
+
+
+# --- remote command streams --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RemoteCommandVersion:
+    """What a negotiated remote-command protocol changes (``remotecommand/httpstream.go``)."""
+
+    name: str
+    #: v3+: a ``resize`` stream exists when the session has a TTY.
+    supports_resize: bool
+    #: v4+: the error stream carries :meth:`Status.to_json`; before, :meth:`Status.to_text`.
+    status_as_json: bool
+    #: v5: the client half-closes WebSocket channels with ``[255, channel]``.
+    close_signal: bool
+    #: v1 quirk (``v1ProtocolHandler``): once all streams arrived the server closes
+    #: its side of stdin and resets the error stream, so v1 clients never get a status.
+    v1_quirks: bool
+
+
+def remote_command_version(protocol: str) -> RemoteCommandVersion:
+    """Features of a negotiated protocol; ``""`` (no negotiation) means ``channel.k8s.io``, as upstream falls back."""
+    if protocol in ("", STREAM_PROTOCOL_V1):
+        return RemoteCommandVersion(STREAM_PROTOCOL_V1, False, False, False, True)
+    if protocol == STREAM_PROTOCOL_V2:
+        return RemoteCommandVersion(protocol, False, False, False, False)
+    if protocol == STREAM_PROTOCOL_V3:
+        return RemoteCommandVersion(protocol, True, False, False, False)
+    if protocol == STREAM_PROTOCOL_V4:
+        return RemoteCommandVersion(protocol, True, True, False, False)
+    if protocol == STREAM_PROTOCOL_V5:
+        return RemoteCommandVersion(protocol, True, True, True, False)
+    raise ValueError(f"unknown remote command protocol {protocol!r}")
+
+
+def classify_remote_command_stream(protocol: str, headers: Headers) -> StreamType | None:
+    """The role of a new SPDY stream of an exec/attach session, or None for a type to ignore.
+
+    The kubelet accepts (replies to) every stream but uses, and counts towards
+    :func:`expected_remote_command_streams`, only the known types; ``resize``
+    is known from v3.  A second stream of a type replaces the first and is
+    counted again.
+    """
+    version = remote_command_version(protocol)
+    try:
+        kind = StreamType(header_value(headers, HEADER_STREAM_TYPE))
+    except ValueError:
+        return None
+    if kind is StreamType.DATA or (kind is StreamType.RESIZE and not version.supports_resize):
+        return None
+    return kind
+
+
+def expected_remote_command_streams(protocol: str, *, stdin: bool, stdout: bool, stderr: bool, tty: bool) -> int:
+    """How many streams the server waits for before it starts the command (error stream included)."""
+    count = 1 + stdin + stdout + stderr
+    if tty and remote_command_version(protocol).supports_resize:
+        count += 1
+    return count
+
+
+# --- port-forward streams ----------------------------------------------------
+
+
+def _parse_port(text: str) -> int | None:
+    """Go's ``strconv.ParseUint(text, 10, 16)``: ASCII digits only, at most 65535; None if it fails."""
+    if not text or not all("0" <= c <= "9" for c in text):
+        return None
+    value = int(text)
+    return value if value <= 0xFFFF else None
+
+
+def _go_quote(text: str) -> str:
+    """Go's ``%q`` of a string (``strconv.Quote``), for the printable and control characters error text meets."""
+    out = ['"']
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char in _QUOTE_ESCAPES:
+            out.append(_QUOTE_ESCAPES[char])
+        elif not char.isprintable():
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+        else:
+            out.append(char)
+    out.append('"')
+    return "".join(out)
+
+
+_QUOTE_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
+
+
+def _parse_uint_error(text: str) -> str:
+    kind = "value out of range" if text and all("0" <= c <= "9" for c in text) else "invalid syntax"
+    return f"strconv.ParseUint: parsing {_go_quote(text)}: {kind}"
+
+
+@dataclass(frozen=True)
+class PortForwardStream:
+    """A validated port-forward SPDY stream."""
+
+    kind: StreamType  # DATA or ERROR
+    port: int
+    request_id: str
+
+
+def parse_port_forward_stream(headers: Headers, stream_id: int) -> PortForwardStream:
+    """Validate a port-forward stream's headers (``httpStreamReceived``, ``requestID``).
+
+    Raises :class:`StreamHeaderError` with upstream's message; the stream must
+    then be reset.  Without a ``requestID`` header the ID is derived from the
+    SPDY stream id as upstream does for old clients: the error stream's own id,
+    the data stream's id minus 2.
+    """
+    port_text = header_value(headers, HEADER_PORT)
+    if not port_text:
+        raise StreamHeaderError(f'"{HEADER_PORT}" header is required')
+    port = _parse_port(port_text)
+    if port is None:
+        raise StreamHeaderError(f"unable to parse {_go_quote(port_text)} as a port: {_parse_uint_error(port_text)}")
+    if port < 1:
+        raise StreamHeaderError(f"port {_go_quote(port_text)} must be > 0")
+    stream_type = header_value(headers, HEADER_STREAM_TYPE)
+    if not stream_type:
+        raise StreamHeaderError(f'"{HEADER_STREAM_TYPE}" header is required')
+    if stream_type not in (StreamType.ERROR, StreamType.DATA):
+        raise StreamHeaderError(f"invalid stream type {_go_quote(stream_type)}")
+    kind = StreamType(stream_type)
+    request_id = header_value(headers, HEADER_REQUEST_ID)
+    if not request_id:
+        request_id = str(stream_id if kind is StreamType.ERROR else stream_id - 2)
+    return PortForwardStream(kind, port, request_id)
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class PortForwardPair(Generic[T]):
+    """The data and error streams of one forwarded connection (``httpStreamPair``); ``T`` is the driver's stream."""
+
+    request_id: str
+    data: T | None = None
+    error: T | None = None
+    #: The port of the data stream (the one upstream forwards to).
+    port: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.data is not None and self.error is not None
+
+
+class PortForwardPairs(Generic[T]):
+    """Pairs port-forward streams by request ID (``httpStreamHandler``), without clocks.
+
+    :meth:`add` returns the pair and whether this stream created it: the
+    driver then starts the stream-creation timer (30 s upstream) and, if it
+    fires before the pair completes, writes :func:`port_forward_timeout_message`
+    to the pair's error stream and calls :meth:`remove`.  A complete pair is
+    removed at once and handed to the forwarder; a later stream with the same
+    ID starts a new pair, as upstream.
+    """
+
+    def __init__(self) -> None:
+        self._pairs: dict[str, PortForwardPair[T]] = {}
+
+    def add(self, stream: T, info: PortForwardStream) -> tuple[PortForwardPair[T], bool]:
+        """Add a validated stream; raises :class:`PortForwardPairError` for a duplicate type."""
+        pair = self._pairs.get(info.request_id)
+        created = pair is None
+        if pair is None:
+            pair = self._pairs[info.request_id] = PortForwardPair(info.request_id)
+        if info.kind is StreamType.ERROR:
+            if pair.error is not None:
+                raise PortForwardPairError(info.request_id, "error stream already assigned")
+            pair.error = stream
+        else:
+            if pair.data is not None:
+                raise PortForwardPairError(info.request_id, "data stream already assigned")
+            pair.data = stream
+            pair.port = info.port
+        if pair.complete:
+            del self._pairs[info.request_id]
+        return pair, created
+
+    def get(self, request_id: str) -> PortForwardPair[T] | None:
+        return self._pairs.get(request_id)
+
+    def remove(self, request_id: str) -> PortForwardPair[T] | None:
+        return self._pairs.pop(request_id, None)
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+
+def port_forward_error_message(port: int, pod: str, error: str, uid: str = "") -> str:
+    """What the kubelet writes on a pair's error stream when forwarding fails (``portForward``).
+
+    For CRI, ``pod`` is the sandbox ID and ``uid`` is empty.
+    """
+    return f"error forwarding port {port} to pod {pod}, uid {uid}: {error}"
+
+
+def port_forward_timeout_message(request_id: str) -> str:
+    """Upstream's message when a pair does not complete in time, minus its ``conn=%p`` pointer."""
+    return f"(request={request_id}) timed out waiting for streams"
+
+
+def parse_ports_query(target: str) -> list[int]:
+    """Ports from the ``port`` query parameters of a request target (``portforward.NewV4Options``).
+
+    Each value may hold several comma-separated ports.  Raises
+    :class:`PortForwardOptionsError` (400) with upstream's messages.  The CRI
+    path takes the ports from ``PortForwardRequest.port`` instead
+    (``BuildV4Options``).  Query pairs are read as Go's ``url.ParseQuery``
+    does: ``&``-separated, pairs with a ``;`` or a bad ``%`` escape skipped.
+    """
+    values = _query_values(urllib.parse.urlsplit(target).query, HEADER_PORT)
+    if not values:
+        raise PortForwardOptionsError(f'query parameter "{HEADER_PORT}" is required')
+    ports: list[int] = []
+    for value in values:
+        if not value:
+            raise PortForwardOptionsError(f'query parameter "{HEADER_PORT}" cannot be empty')
+        for part in value.split(","):
+            port = _parse_port(part)
+            if port is None:
+                raise PortForwardOptionsError(f"unable to parse {_go_quote(value)} as a port: {_parse_uint_error(part)}")
+            if port < 1:
+                raise PortForwardOptionsError(f"port {_go_quote(value)} must be > 0")
+            ports.append(port)
+    return ports
+
+
+def _go_unescape(text: str) -> str | None:
+    """``url.QueryUnescape``: ``+`` is a space; None for a malformed ``%`` escape."""
+    hexdigits = "0123456789abcdefABCDEF"
+    i = 0
+    while (i := text.find("%", i)) >= 0:
+        if i + 2 >= len(text) or text[i + 1] not in hexdigits or text[i + 2] not in hexdigits:
+            return None
+        i += 3
+    return urllib.parse.unquote(text.replace("+", " "), errors="surrogateescape")
+
+
+def _query_values(query: str, name: str) -> list[str]:
+    out: list[str] = []
+    for pair in query.split("&"):
+        if not pair or ";" in pair:
+            continue
+        raw_key, _, raw_value = pair.partition("=")
+        key, value = _go_unescape(raw_key), _go_unescape(raw_value)
+        if key is None or value is None:
+            continue
+        if key == name:
+            out.append(value)
+    return out
+
+
+# --- Status ------------------------------------------------------------------
+
+
+def _go_json_string(text: str) -> str:
+    """A JSON string as Go's ``encoding/json`` writes it (HTML-safe escapes, invalid text as U+FFFD)."""
+    out = ['"']
+    for char in text:
+        code = ord(char)
+        if char == '"':
+            out.append('\\"')
+        elif char == "\\":
+            out.append("\\\\")
+        elif char in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[char])
+        elif code < 0x20 or char in "<>&\u2028\u2029":
+            out.append(f"\\u{code:04x}")
+        elif 0xD800 <= code <= 0xDFFF:  # a lone surrogate: Go writes invalid UTF-8 as this escape
+            out.append("\\ufffd")
+        else:
+            out.append(char)
+    out.append('"')
+    return "".join(out)
+
+
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+
+
+@dataclass(frozen=True)
+class StatusCause:
+    """``metav1.StatusCause``; ``reason`` is the Go field ``Type`` (JSON ``reason``)."""
+
+    reason: str = ""
+    message: str = ""
+    field: str = ""
+
+    def to_json(self) -> str:
+        parts = [
+            f'"{key}":{_go_json_string(value)}'
+            for key, value in (("reason", self.reason), ("message", self.message), ("field", self.field))
+            if value
+        ]
+        return "{" + ",".join(parts) + "}"
+
+
+@dataclass(frozen=True)
+class Status:
+    """The ``metav1.Status`` the server writes on the error stream when a command ends.
+
+    ``details`` None means no ``details`` member; an empty tuple means ``{}``.
+    """
+
+    status: str
+    message: str = ""
+    reason: str = ""
+    details: tuple[StatusCause, ...] | None = None
+    code: int = 0
+
+    @classmethod
+    def success(cls) -> Status:
+        return cls(STATUS_SUCCESS)
+
+    @classmethod
+    def non_zero_exit(cls, exit_code: int, error: str) -> Status:
+        """``ServeExec`` for an exited process: ``error`` is the runtime's error text (see :func:`exec_exit_error`)."""
+        if exit_code == 0:
+            raise ValueError("a zero exit code is a success, not a NonZeroExitCode status")
+        return cls(
+            STATUS_FAILURE,
+            message=f"command terminated with non-zero exit code: {error}",
+            reason=REASON_NON_ZERO_EXIT_CODE,
+            details=(StatusCause(reason=CAUSE_EXIT_CODE, message=str(exit_code)),),
+        )
+
+    @classmethod
+    def internal_error(cls, error: str) -> Status:
+        """``apierrors.NewInternalError``: what exec/attach report for any other failure."""
+        return cls(
+            STATUS_FAILURE,
+            message=f"Internal error occurred: {error}",
+            reason=REASON_INTERNAL_ERROR,
+            details=(StatusCause(message=error),),
+            code=500,
+        )
+
+    def to_json(self) -> bytes:
+        """``json.Marshal(metav1.Status)``: fields in struct order, empty ones omitted, ``metadata`` always ``{}``."""
+        parts = ['"metadata":{}']
+        if self.status:
+            parts.append(f'"status":{_go_json_string(self.status)}')
+        if self.message:
+            parts.append(f'"message":{_go_json_string(self.message)}')
+        if self.reason:
+            parts.append(f'"reason":{_go_json_string(self.reason)}')
+        if self.details is not None:
+            causes = '"causes":[' + ",".join(c.to_json() for c in self.details) + "]" if self.details else ""
+            parts.append('"details":{' + causes + "}")
+        if self.code:
+            parts.append(f'"code":{self.code}')
+        return ("{" + ",".join(parts) + "}").encode("utf-8")
+
+    def to_text(self) -> bytes:
+        """The v1-v3 error stream: nothing on success, else the message (``StatusError.Error()``)."""
+        if self.status == STATUS_SUCCESS:
+            return b""
+        try:
+            return self.message.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            return self.message.encode("utf-8", "replace")
+
+    def encode(self, protocol: str) -> bytes:
+        """The error-stream payload for a negotiated remote-command protocol (SPDY names)."""
+        return self.to_json() if remote_command_version(protocol).status_as_json else self.to_text()
+
+
+def exec_exit_error(cmd: Sequence[str], exit_code: int) -> str:
+    """The error text containerd (and CRI-O's VM runtimes) give a non-zero exit: ``[sh -c exit 3]`` is Go's ``%v``."""
+    return f"error executing command {_go_list(cmd)}, exit code {exit_code}"
+
+
+def status_success() -> bytes:
+    """``{"metadata":{},"status":"Success"}``."""
+    return Status.success().to_json()
+
+
+def status_exit_code(exit_code: int, cmd: Sequence[str]) -> bytes:
+    """The JSON for an exec whose process exited non-zero, message as containerd's kubelet-derived server words it."""
+    return Status.non_zero_exit(exit_code, exec_exit_error(cmd, exit_code)).to_json()
+
+
+def status_failure(message: str, reason: str = REASON_INTERNAL_ERROR, code: int = 0) -> bytes:
+    """A bare failure Status; for upstream's exec/attach errors use :func:`status_internal_error`."""
+    return Status(STATUS_FAILURE, message=message, reason=reason, code=code).to_json()
+
+
+def status_internal_error(error: str) -> bytes:
+    """The JSON of ``NewInternalError``; ``error`` as the kubelet words it, e.g.
+    ``"error executing command in container: ..."`` or ``"error attaching to container: ..."``."""
+    return Status.internal_error(error).to_json()
+
+
+# --- terminal resize ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalSize:
+    """``remotecommand.TerminalSize`` (two ``uint16``)."""
+
+    width: int
+    height: int
+
+
+class _JsonObject:
+    __slots__ = ("pairs",)
+
+    def __init__(self, pairs: list[tuple[str, object]]) -> None:
+        self.pairs = pairs
+
+
+class _JsonNumber:
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"invalid character {name[0]!r} looking for beginning of value")
+
+
+def _go_type_name(value: object) -> str:
+    if isinstance(value, _JsonNumber):
+        return f"number {value.text}"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+_WS = b" \t\r\n"
+_FIELDS = {"width": "Width", "height": "Height"}
+
+
+class ResizeDecoder:
+    """Terminal sizes from the bytes of a resize stream, as upstream's ``json.Decoder`` loop reads them.
+
+    :meth:`feed` takes bytes split anywhere and returns the sizes completed.
+    Like ``encoding/json`` decoding into ``TerminalSize``: keys match the
+    fields ``Width``/``Height`` case-insensitively, unknown keys are ignored, a
+    missing or ``null`` field is 0, and a top-level ``null`` is a 0x0 size (it
+    ends at the next byte or at :meth:`feed_eof`).  The first error -- a syntax
+    error, a value that is not an object, a field that is not an integer in
+    0..65535 -- ends decoding for good, as upstream stops reading the stream:
+    :attr:`error` says why and later input is ignored.  Zero sizes are passed
+    on as upstream passes them; runtimes usually skip them.
+
+    Two differences: a single JSON value longer than ``max_value_bytes`` is an
+    error, so a client cannot grow the buffer without bound; and nesting deeper
+    than Python's recursion limit is an error where Go allows 10000 levels.
+    A syntax error inside an object is only noticed once the object's braces
+    balance, later than Go notices it, with the same outcome: no more sizes.
+    """
+
+    def __init__(self, max_value_bytes: int = 64 * 1024) -> None:
+        self.max_value_bytes = max_value_bytes
+        self._buf = bytearray()
+        self._scan = 0  # bytes of the pending object already scanned
+        self._depth = 0
+        self._in_string = False
+        self._escaped = False
+        self._error: str | None = None
+        self._eof = False
+
+    @property
+    def error(self) -> str | None:
+        """Why decoding stopped, or None while it goes on."""
+        return self._error
+
+    @property
+    def stopped(self) -> bool:
+        return self._error is not None or self._eof
+
+    def feed(self, data: bytes) -> list[TerminalSize]:
+        if self.stopped:
+            return []
+        self._buf += data
+        return self._drain(eof=False)
+
+    def feed_eof(self) -> list[TerminalSize]:
+        """The stream ended: completes a trailing ``null``; an unfinished object is an error."""
+        if self.stopped:
+            return []
+        sizes = self._drain(eof=True)
+        self._eof = True
+        return sizes
+
+    def _fail(self, message: str) -> None:
+        self._error = message
+        self._buf.clear()
+
+    def _drain(self, eof: bool) -> list[TerminalSize]:
+        sizes: list[TerminalSize] = []
+        buf = self._buf
+        while self._error is None:
+            start = 0
+            while start < len(buf) and buf[start] in _WS:
+                start += 1
+            if start:
+                del buf[:start]
+            if not buf:
+                break
+            first = buf[0]
+            if first == ord("{"):
+                end = self._scan_object()
+                if end is None:
+                    if eof:
+                        self._fail("unexpected EOF")
+                    elif len(buf) > self.max_value_bytes:
+                        self._fail(f"resize message longer than {self.max_value_bytes} bytes")
+                    break
+                value = bytes(buf[:end])
+                del buf[:end]
+                size = self._decode_object(value)
+                if size is not None:
+                    sizes.append(size)
+            elif first == ord("n"):
+                head = bytes(buf[:4])
+                if not b"null".startswith(head):
+                    self._fail(
+                        f"invalid character {chr(buf[len(_common_prefix(head, b'null'))])!r} in literal null (expecting 'null')"
+                    )
+                    break
+                # Go's scanner only knows a literal has ended when it sees the next byte (or EOF).
+                if len(buf) < 4 or (len(buf) == 4 and not eof):
+                    if eof:
+                        self._fail("unexpected EOF")
+                    break
+                del buf[:4]
+                sizes.append(TerminalSize(0, 0))
+            else:
+                self._fail(_not_an_object(first))
+        return sizes
+
+    def _scan_object(self) -> int | None:
+        """End offset of the object at the start of the buffer, or None if it is not complete yet."""
+        buf = self._buf
+        for i in range(self._scan, len(buf)):
+            c = buf[i]
+            if self._in_string:
+                if self._escaped:
+                    self._escaped = False
+                elif c == 0x5C:  # backslash
+                    self._escaped = True
+                elif c == 0x22:  # quote
+                    self._in_string = False
+            elif c == 0x22:
+                self._in_string = True
+            elif c in b"{[":
+                self._depth += 1
+            elif c in b"}]":
+                self._depth -= 1
+                if self._depth == 0:
+                    self._scan = 0
+                    if c == ord("]"):
+                        self._fail("invalid character ']' after object key:value pair")
+                        return None
+                    return i + 1
+        self._scan = len(buf)
+        return None
+
+    def _decode_object(self, value: bytes) -> TerminalSize | None:
+        try:
+            parsed = json.loads(
+                value.decode("utf-8", "replace"),
+                object_pairs_hook=_JsonObject,
+                parse_int=_JsonNumber,
+                parse_float=_JsonNumber,
+                parse_constant=_reject_constant,
+            )
+        except (ValueError, RecursionError) as exc:
+            self._fail(f"invalid resize message: {exc}")
+            return None
+        assert isinstance(parsed, _JsonObject)
+        fields = {"Width": 0, "Height": 0}
+        for key, item in parsed.pairs:
+            name = _FIELDS.get(key.lower()) if key.isascii() else None
+            if name is None or item is None:
+                continue
+            number = _uint16(item)
+            if number is None:
+                self._fail(
+                    f"json: cannot unmarshal {_go_type_name(item)} into Go struct field TerminalSize.{name} of type uint16"
+                )
+                return None
+            fields[name] = number
+        return TerminalSize(fields["Width"], fields["Height"])
+
+
+def _uint16(value: object) -> int | None:
+    """Go's ``strconv.ParseUint(text, 10, 64)`` plus the uint16 overflow check."""
+    if not isinstance(value, _JsonNumber) or not value.text.isdigit():
+        return None
+    number = int(value.text)
+    return number if number <= 0xFFFF else None
+
+
+def _common_prefix(a: bytes, b: bytes) -> bytes:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
+
+
+def _not_an_object(first: int) -> str:
+    kinds = {ord("["): "array", ord('"'): "string", ord("t"): "bool", ord("f"): "bool", ord("-"): "number"}
+    kind = kinds.get(first, "number" if chr(first).isdigit() else None)
+    if kind is not None:
+        return f"json: cannot unmarshal {kind} into Go value of type remotecommand.TerminalSize"
+    return f"invalid character {chr(first)!r} looking for beginning of value"
+
+
+__all__ = [
+    "BASE64_CHANNEL_PROTOCOL",
+    "BASE64_CHANNEL_PROTOCOL_V4",
+    "CAUSE_EXIT_CODE",
+    "CLOSE_SIGNAL",
+    "ERROR_CHANNEL",
+    "HEADER_ACCEPTED_PROTOCOL_VERSIONS",
+    "HEADER_PORT",
+    "HEADER_PROTOCOL_VERSION",
+    "HEADER_REQUEST_ID",
+    "HEADER_STREAM_TYPE",
+    "PORT_FORWARD_PROTOCOL_V1",
+    "REASON_INTERNAL_ERROR",
+    "REASON_NON_ZERO_EXIT_CODE",
+    "REMOTE_COMMAND_PROTOCOLS",
+    "RESIZE_CHANNEL",
+    "SPDY_PORT_FORWARD_PROTOCOLS",
+    "SPDY_REMOTE_COMMAND_PROTOCOLS",
+    "STATUS_FAILURE",
+    "STATUS_SUCCESS",
+    "STDERR_CHANNEL",
+    "STDIN_CHANNEL",
+    "STDOUT_CHANNEL",
+    "STREAM_PROTOCOL_V1",
+    "STREAM_PROTOCOL_V2",
+    "STREAM_PROTOCOL_V3",
+    "STREAM_PROTOCOL_V4",
+    "STREAM_PROTOCOL_V5",
+    "HandshakeError",
+    "Headers",
+    "PortForwardOptionsError",
+    "PortForwardPair",
+    "PortForwardPairError",
+    "PortForwardPairs",
+    "PortForwardStream",
+    "RemoteCommandVersion",
+    "ResizeDecoder",
+    "SpdyNegotiation",
+    "Status",
+    "StatusCause",
+    "StreamHeaderError",
+    "StreamType",
+    "StreamingError",
+    "TerminalSize",
+    "classify_remote_command_stream",
+    "exec_exit_error",
+    "expected_remote_command_streams",
+    "header_value",
+    "header_values",
+    "is_upgrade_request",
+    "is_websocket_request",
+    "negotiate",
+    "negotiate_spdy",
+    "parse_port_forward_stream",
+    "parse_ports_query",
+    "parse_protocol_header",
+    "parse_websocket_protocols",
+    "port_forward_error_message",
+    "port_forward_timeout_message",
+    "remote_command_version",
+    "status_exit_code",
+    "status_failure",
+    "status_internal_error",
+    "status_success",
+]
