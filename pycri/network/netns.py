@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import re
+import socket
 import subprocess
+import threading
 from pathlib import Path
 
 from pycri.errors import AlreadyExists, Internal, InvalidArgument
@@ -139,3 +142,52 @@ async def run_in(name: str, *argv: str, check: bool = True, timeout: float = 30)
     if check and result.returncode != 0:
         raise Internal(f"ip netns exec {name} {' '.join(argv)}: exit status {result.returncode}: {result.stderr.strip()}")
     return result
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+def _socket_in(path: str, family: socket.AddressFamily) -> socket.socket:
+    """Runs in a thread of its own, which ends right after: the namespace leaves with it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({path}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    return sock
+
+
+async def socket_in(path: str | os.PathLike[str], family: socket.AddressFamily = socket.AF_INET) -> socket.socket:
+    """A non-blocking TCP socket that lives in the network namespace pinned at ``path``.
+
+    A socket belongs to the namespace it was created in, whichever thread uses it later; so a
+    short-lived thread enters the namespace (setns), creates the socket and ends. No thread of
+    the daemon stays in a foreign namespace and nothing needs restoring (containerd's
+    netns.Do locks an OS thread for the same reason)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[socket.socket] = loop.create_future()
+
+    def settle(outcome: socket.socket | BaseException) -> None:
+        if done.cancelled():
+            if isinstance(outcome, socket.socket):
+                outcome.close()
+        elif isinstance(outcome, BaseException):
+            done.set_exception(outcome)
+        else:
+            done.set_result(outcome)
+
+    def run() -> None:
+        outcome: socket.socket | BaseException
+        try:
+            outcome = _socket_in(os.fspath(path), family)
+        except BaseException as exc:  # handed to the waiting task
+            outcome = exc
+        loop.call_soon_threadsafe(settle, outcome)
+
+    threading.Thread(target=run, name="pycri-netns", daemon=True).start()
+    return await done
