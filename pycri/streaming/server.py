@@ -23,7 +23,7 @@ from http import HTTPStatus
 
 import h11
 
-from pycri.streaming import portforward, protocol, remotecommand
+from pycri.streaming import portforward, protocol, remotecommand, tunnel
 from pycri.streaming.requests import AttachRequest, Backend, ExecRequest, PortForwardRequest, StreamingRequest
 from pycri.streaming.spdy import UPGRADE_PROTOCOL
 from pycri.streaming.spdy_io import SpdySession
@@ -187,6 +187,13 @@ class StreamingServer:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> None:
+        if isinstance(stored, PortForwardRequest) and tunnel.wants_tunnel(request.headers):
+            writer.write(tunnel.handshake(request.method.decode("latin-1"), request.headers))
+            await writer.drain()
+            carrier = tunnel.WebSocketTunnel(reader, writer, leftover=leftover)
+            session = SpdySession(carrier, carrier)
+            await portforward.serve_spdy(session, stored.sandbox_id, partial(self.backend.dial, stored.sandbox_id))
+            return
         if isinstance(stored, PortForwardRequest):
             ws = WebSocketChannelServer.port_forward(request, ports=list(stored.ports) or None)
             dial = partial(self.backend.dial, stored.sandbox_id)

@@ -20,6 +20,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from functools import partial
+from typing import Protocol
 
 from pycri.streaming import spdy
 
@@ -28,6 +29,24 @@ log = logging.getLogger("pycri.streaming")
 READ_CHUNK = 64 * 1024
 MAX_BUFFERED = 4 * 1024 * 1024  # bytes received but not yet read, over all streams
 MAX_DATA_FRAME = 32 * 1024  # what one write sends per DATA frame
+
+
+class ByteReader(Protocol):
+    async def read(self, n: int = ...) -> bytes: ...
+
+
+class ByteWriter(Protocol):
+    """What the session needs of its connection's sending side: an asyncio StreamWriter, or a tunnel."""
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def is_closing(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
 
 
 class SpdyStream:
@@ -94,7 +113,7 @@ class SpdyStream:
 
 
 class SpdySession:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, leftover: bytes = b"") -> None:
+    def __init__(self, reader: ByteReader, writer: ByteWriter, *, leftover: bytes = b"") -> None:
         self.reader = reader
         self.writer = writer
         self.conn = spdy.Connection()

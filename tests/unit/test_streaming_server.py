@@ -370,3 +370,27 @@ async def test_too_many_waiting_tokens_is_resource_exhausted(server: StreamingSe
     server.url(exec_request())
     with pytest.raises(errors.ResourceExhausted):
         server.url(exec_request())
+
+
+async def test_spdy_tunnelled_in_a_websocket_forwards_ports(server: StreamingServer) -> None:
+    """client-go's port-forward over WebSocket: SPDY's bytes in binary messages (SPDY/3.1+portforward.k8s.io)."""
+    client = await ws_client(server.url(PortForwardRequest("pod", (80,))), "SPDY/3.1+portforward.k8s.io")
+    assert client.ws  # the handshake named the tunnelling subprotocol, or wsproto would have refused it
+    conn = spdy.Connection(client=True)
+    error = conn.open_stream([("streamtype", "error"), ("port", "80"), ("requestid", "0")])
+    data = conn.open_stream([("streamtype", "data"), ("port", "80"), ("requestid", "0")])
+    conn.send_data(data, b"through the tunnel", fin=True)
+    client.writer.write(client.ws.send(wse.BytesMessage(data=conn.data_to_send())))
+    received, ended = bytearray(), set[int]()
+    async with asyncio.timeout(10):
+        while not {data, error} <= ended:
+            client.ws.receive_data(await client.reader.read(65536))
+            for event in client.ws.events():
+                assert isinstance(event, wse.BytesMessage), event
+                for frame in conn.receive_data(bytes(event.data)):
+                    if isinstance(frame, spdy.DataReceived) and frame.stream_id == data:
+                        received += frame.data
+                    elif isinstance(frame, spdy.StreamEnded):
+                        ended.add(frame.stream_id)
+    assert bytes(received) == b"through the tunnel"
+    client.writer.close()
