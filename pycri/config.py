@@ -71,6 +71,8 @@ class ImagesConfig:
 class StreamingConfig:
     address: str = field(default="127.0.0.1", metadata=_doc("Address the exec/attach/port-forward server listens on."))
     port: int = field(default=0, metadata=_doc("Its port; 0 picks a free one."))
+    tls_cert_file: str = field(default="", metadata=_doc("PEM certificate: serve HTTPS (with tls_key_file); empty: HTTP."))
+    tls_key_file: str = field(default="", metadata=_doc("PEM private key of tls_cert_file."))
 
 
 def _default_runtimes() -> dict[str, RuntimeHandlerConfig]:
@@ -226,6 +228,12 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("images.max_concurrent_downloads: must be between 1 and 64")
     if not 0 <= cfg.streaming.port <= 65535:
         raise ConfigError(f"streaming.port: must be between 0 and 65535, got {cfg.streaming.port}")
+    if bool(cfg.streaming.tls_cert_file) != bool(cfg.streaming.tls_key_file):
+        raise ConfigError("streaming.tls_cert_file and streaming.tls_key_file: give both or neither")
+    try:
+        ipaddress.ip_address(cfg.streaming.address)
+    except ValueError:
+        raise ConfigError(f"streaming.address: not an IP address: {cfg.streaming.address!r}") from None
     return cfg
 
 
