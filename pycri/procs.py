@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 
-def _settle(future: asyncio.Future[None]) -> None:
+def settle(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
 
@@ -17,7 +17,7 @@ async def readable(fd: int) -> None:
     """Wait until ``fd`` is readable (or closed by its writer)."""
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[None] = loop.create_future()
-    loop.add_reader(fd, _settle, ready)
+    loop.add_reader(fd, settle, ready)
     try:
         await ready
     finally:

@@ -36,7 +36,13 @@ from pycri.containers.specs import HOST
 from pycri.images.records import ImageRecord
 from pycri.images.service import ImageService
 from pycri.oci import container_spec
-from pycri.oci.interface import ConmonError, RuntimeCommandError, RuntimeContainer, RuntimeImpl
+from pycri.oci.interface import (
+    ConmonError,
+    ExecSession,
+    RuntimeCommandError,
+    RuntimeContainer,
+    RuntimeImpl,
+)
 from pycri.procs import pid_alive, wait_pid
 from pycri.sandboxes.model import Sandbox
 from pycri.sandboxes.model import State as SandboxState
@@ -494,12 +500,16 @@ class ContainerService:
 
     # -- exec / update / logs ------------------------------------------------------------------------
 
-    async def exec_sync(self, cid: str, cmd: list[str], timeout: int) -> tuple[bytes, bytes, int]:
+    def _running(self, cid: str, cmd: list[str] | None = None) -> Container:
         container = self.get(cid)
-        if not cmd:
+        if cmd is not None and not cmd:
             raise errors.InvalidArgument("cmd: required")
         if container.state is not State.RUNNING:
             raise errors.FailedPrecondition(f"container {container.id} is not running")
+        return container
+
+    async def exec_sync(self, cid: str, cmd: list[str], timeout: int) -> tuple[bytes, bytes, int]:
+        container = self._running(cid, cmd)
         result = await self.runtime(container).exec_sync(
             self.in_runtime(container), cmd, timeout=timeout, output_limit=MAX_EXEC_OUTPUT
         )
@@ -536,10 +546,15 @@ class ContainerService:
         os.replace(tmp, path)
 
     async def reopen_log(self, cid: str) -> None:
-        container = self.get(cid)
-        if container.state is not State.RUNNING:
-            raise errors.FailedPrecondition(f"container {container.id} is not running")
+        container = self._running(cid)
         await self.runtime(container).reopen_log(self.in_runtime(container))
+
+    # -- streams (for the streaming server) --------------------------------------------------------
+
+    async def exec(self, cid: str, cmd: list[str], *, tty: bool, stdin: bool) -> ExecSession:
+        """Start ``cmd`` in the running container with streams; the caller closes the session."""
+        container = self._running(cid, cmd)
+        return await self.runtime(container).exec(self.in_runtime(container), cmd, tty=tty, stdin=stdin)
 
     # -- recovery -------------------------------------------------------------------------------------
 

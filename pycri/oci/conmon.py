@@ -53,6 +53,15 @@ def ctl_line(kind: int, height: int = 0, width: int = 0) -> bytes:
     return f"{kind} {height} {width}\n".encode()
 
 
+def write_ctl(c: RuntimeContainer, line: bytes) -> None:
+    """Send one control line to conmon (it has the FIFO open while it runs). Blocking."""
+    fd = os.open(ctl_fifo(c), os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
 def exit_file(exit_dir: Path, cid: str) -> Path:
     return exit_dir / cid
 

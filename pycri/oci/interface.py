@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+StreamName = Literal["stdout", "stderr"]
 
 
 class RuntimeCommandError(RuntimeError):
@@ -71,8 +73,42 @@ class ExecResult:
     exit_code: int
 
 
+class ExecSession(Protocol):
+    """A command running in a container (``RuntimeImpl.exec``), for an asyncio caller.
+
+    With a terminal, everything the command writes arrives as ``stdout``; without, ``stdout``
+    and ``stderr`` arrive apart. The session ends when the command or the container ends.
+    :meth:`close` (and :meth:`kill`) leave nothing behind: the command in the container and
+    the runtime process that runs it are gone when they return.
+    """
+
+    @property
+    def tty(self) -> bool: ...
+
+    async def read(self) -> tuple[StreamName, bytes] | None:
+        """The next output, or None once all output has been read."""
+
+    async def write(self, data: bytes) -> None:
+        """Send ``data`` to the command's stdin (the session must have stdin)."""
+
+    async def close_stdin(self) -> None:
+        """The command reads end-of-file (with a terminal: the terminal's EOF character, ^D)."""
+
+    async def resize(self, width: int, height: int) -> None:
+        """Resize the command's terminal (nothing without one)."""
+
+    async def wait(self) -> int:
+        """The command's exit code (128 + N when it, or the runtime, was killed by signal N)."""
+
+    async def kill(self) -> None:
+        """Kill the command (and its runtime process); returns once both are gone."""
+
+    async def close(self) -> None:
+        """Kill what still runs and release the session's files and descriptors."""
+
+
 class RuntimeImpl(Protocol):
-    """One runtime handler: the lifecycle of containers under conmon, and operations on them."""
+    """One runtime handler: the lifecycle of containers under conmon, exec, and streams."""
 
     name: str
 
@@ -114,6 +150,12 @@ class RuntimeImpl(Protocol):
 
     async def reopen_log(self, c: RuntimeContainer) -> None:
         """Have conmon reopen the container's log file; returns once the file exists."""
+
+    async def exec(
+        self, c: RuntimeContainer, cmd: list[str], *, tty: bool, stdin: bool, width: int = 0, height: int = 0
+    ) -> ExecSession:
+        """Start ``cmd`` as the container's process runs (as ``exec_sync``), with streams: a
+        terminal of ``width`` x ``height`` with ``tty``, pipes without."""
 
     # -- checkpoint / restore ------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from pycri import errors
 from pycri.config import Config, RuntimeHandlerConfig
-from pycri.oci import conmon, hybrid
+from pycri.oci import conmon, hybrid, streams
 from pycri.oci.interface import (
     ContainerState,
     ExecResult,
@@ -266,19 +266,9 @@ class OCIRuntime:
         if rc != 0:
             raise RuntimeCommandError(err.decode(errors="replace").strip())
 
-    async def _write_ctl(self, c: RuntimeContainer, line: bytes) -> None:
-        def write() -> None:
-            fd = os.open(conmon.ctl_fifo(c), os.O_WRONLY | os.O_NONBLOCK)
-            try:
-                os.write(fd, line)
-            finally:
-                os.close(fd)
-
-        await asyncio.to_thread(write)
-
     async def reopen_log(self, c: RuntimeContainer) -> None:
         try:
-            await self._write_ctl(c, conmon.ctl_line(conmon.CTL_REOPEN_LOG))
+            await asyncio.to_thread(conmon.write_ctl, c, conmon.ctl_line(conmon.CTL_REOPEN_LOG))
         except OSError as exc:
             raise errors.Internal(f"asking conmon of {c.id} to reopen its log: {exc}") from exc
         # conmon handles the request on its own loop: answer once the (new) log file is there.
@@ -288,6 +278,31 @@ class OCIRuntime:
                 if time.monotonic() > deadline:
                     raise errors.Internal(f"conmon of {c.id} did not reopen {c.log_path} within {REOPEN_WAIT:.0f}s")
                 await asyncio.sleep(0.01)
+
+    async def exec(
+        self, c: RuntimeContainer, cmd: list[str], *, tty: bool, stdin: bool, width: int = 0, height: int = 0
+    ) -> streams.ExecProcess:
+        current = await self.state(c)
+        if current is None or current.status != "running":
+            raise errors.FailedPrecondition(f"container {c.id} is not running")
+        token = secrets.token_hex(4)
+        pid_file = c.bundle.parent / f"exec-{token}.pid"
+        process_file = await asyncio.to_thread(self._exec_process_file, c, cmd, token, terminal=tty)
+        argv = self.command_line("exec", "--process", str(process_file), "--pid-file", str(pid_file), c.id)
+        try:
+            return await streams.start_exec(
+                argv,
+                tty=tty,
+                stdin=stdin,
+                width=width,
+                height=height,
+                pid_file=pid_file,
+                leftovers=[pid_file, process_file],
+                container_pid=current.pid,
+            )
+        except BaseException:
+            await asyncio.to_thread(process_file.unlink, True)
+            raise
 
     # -- checkpoint / restore (not built yet) ------------------------------------------------------
 
