@@ -37,6 +37,7 @@ from pycri.images.records import ImageRecord
 from pycri.images.service import ImageService
 from pycri.oci import container_spec
 from pycri.oci.interface import (
+    AttachSession,
     ConmonError,
     ExecSession,
     RuntimeCommandError,
@@ -555,6 +556,11 @@ class ContainerService:
         """Start ``cmd`` in the running container with streams; the caller closes the session."""
         container = self._running(cid, cmd)
         return await self.runtime(container).exec(self.in_runtime(container), cmd, tty=tty, stdin=stdin)
+
+    async def attach(self, cid: str) -> AttachSession:
+        """Connect to the running container's own stdio; the caller closes the session."""
+        container = self._running(cid)
+        return await self.runtime(container).attach(self.in_runtime(container))
 
     # -- recovery -------------------------------------------------------------------------------------
 

@@ -107,6 +107,25 @@ class ExecSession(Protocol):
         """Kill what still runs and release the session's files and descriptors."""
 
 
+class AttachSession(Protocol):
+    """A connection to a running container's own stdio through conmon (``RuntimeImpl.attach``)."""
+
+    async def read(self) -> tuple[StreamName, bytes] | None:
+        """The container's next output, or None once conmon has closed the connection."""
+
+    async def write(self, data: bytes) -> None:
+        """Send ``data`` to the container's stdin (conmon drops it unless the container has stdin)."""
+
+    async def close_stdin(self) -> None:
+        """Send no more input: conmon closes the container's stdin if it was created ``stdin_once``."""
+
+    async def resize(self, width: int, height: int) -> None:
+        """Resize the container's terminal (through conmon's control FIFO; nothing without one)."""
+
+    async def close(self) -> None:
+        """Detach; for a ``stdin_once`` container conmon then closes its stdin."""
+
+
 class RuntimeImpl(Protocol):
     """One runtime handler: the lifecycle of containers under conmon, exec, and streams."""
 
@@ -156,6 +175,9 @@ class RuntimeImpl(Protocol):
     ) -> ExecSession:
         """Start ``cmd`` as the container's process runs (as ``exec_sync``), with streams: a
         terminal of ``width`` x ``height`` with ``tty``, pipes without."""
+
+    async def attach(self, c: RuntimeContainer) -> AttachSession:
+        """Connect to the running container's own stdio through conmon."""
 
     # -- checkpoint / restore ------------------------------------------------------------------
 

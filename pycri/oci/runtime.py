@@ -304,6 +304,12 @@ class OCIRuntime:
             await asyncio.to_thread(process_file.unlink, True)
             raise
 
+    async def attach(self, c: RuntimeContainer) -> streams.AttachConnection:
+        try:
+            return await streams.AttachConnection.connect(self.socket_dir, c)
+        except OSError as exc:
+            raise errors.FailedPrecondition(f"cannot attach to container {c.id} (is it running?): {exc}") from exc
+
     # -- checkpoint / restore (not built yet) ------------------------------------------------------
 
     async def checkpoint(self, c: RuntimeContainer, image_path: Path, *, leave_running: bool) -> None:

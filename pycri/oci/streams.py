@@ -1,4 +1,4 @@
-"""Streams into containers: an exec'd command's (``runtime exec``).
+"""Streams into containers: an exec'd command's (``runtime exec``) and a container's own (conmon's attach socket).
 
 Exec with a terminal: pycri opens a pseudo-terminal and runs the runtime in the foreground
 on its slave side (``setsid --ctty``: a new session whose controlling terminal it is) with
@@ -24,6 +24,7 @@ import functools
 import os
 import shutil
 import signal
+import socket
 import struct
 import termios
 import tty as tty_mod
@@ -31,10 +32,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 
-from pycri.oci.interface import StreamName
+from pycri.oci import conmon
+from pycri.oci.interface import RuntimeContainer, StreamName
 from pycri.procs import read_pid, readable, settle, wait_pid
 
 READ_SIZE = 65536
+ATTACH_CHUNK = 8192  # conmon reads at most CONN_SOCK_BUF_SIZE - 1 bytes of one message
 KILL_WAIT = 5.0
 PID_FILE_WAIT = 5.0
 EOT = b"\x04"  # the terminal's EOF character (VEOF) in canonical mode
@@ -298,3 +301,70 @@ async def start_exec(
     finally:
         os.close(slave)
     return ExecProcess(proc, master=master, pid_file=pid_file, leftovers=leftovers, container_pid=container_pid)
+
+
+class AttachConnection:
+    """An :class:`~pycri.oci.interface.AttachSession`: a client of conmon's attach socket."""
+
+    def __init__(self, sock: socket.socket, c: RuntimeContainer) -> None:
+        self._sock = sock
+        self._container = c
+        self._ended = False
+
+    @classmethod
+    async def connect(cls, socket_dir: Path, c: RuntimeContainer) -> AttachConnection:
+        # <socket dir>/<id> links to the bundle, where conmon binds "attach". The whole path may be
+        # longer than a socket address holds: connect through /proc/self/fd, as conmon binds.
+        directory = os.open(socket_dir / c.id, os.O_PATH | os.O_CLOEXEC)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        try:
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, f"/proc/self/fd/{directory}/attach")
+        except BaseException:
+            sock.close()
+            raise
+        finally:
+            os.close(directory)
+        return cls(sock, c)
+
+    async def read(self) -> Output:
+        if self._ended:
+            return None
+        while True:
+            try:
+                message = await asyncio.get_running_loop().sock_recv(self._sock, READ_SIZE)
+            except (ConnectionResetError, OSError) as exc:
+                if isinstance(exc, ConnectionResetError) or exc.errno in (errno.ECONNRESET, errno.EBADF):
+                    message = b""
+                else:
+                    raise
+            if not message:
+                self._ended = True
+                return None
+            stream: StreamName = "stderr" if message[0] == conmon.ATTACH_STDERR else "stdout"
+            if len(message) > 1:
+                return stream, message[1:]
+
+    async def write(self, data: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        for start in range(0, len(data), ATTACH_CHUNK):
+            await loop.sock_sendall(self._sock, data[start : start + ATTACH_CHUNK])
+
+    async def close_stdin(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_WR)
+
+    async def resize(self, width: int, height: int) -> None:
+        if self._container.terminal and width > 0 and height > 0:
+            line = conmon.ctl_line(conmon.CTL_RESIZE, height, width)
+            await asyncio.to_thread(conmon.write_ctl, self._container, line)
+
+    async def close(self) -> None:
+        self._ended = True
+        self._sock.close()
+
+    async def __aenter__(self) -> AttachConnection:
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()

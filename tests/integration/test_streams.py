@@ -1,4 +1,4 @@
-"""Exec sessions of the runtime interface on real containers, under runc and crun.
+"""Exec and attach sessions of the runtime interface on real containers, under runc and crun.
 
 The daemon (the module's shared one) makes the pods and containers; the test process drives
 the same handlers (``handlers_from_config`` on the daemon's configuration) as the streaming
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pycri.oci import OCIRuntime, RuntimeContainer, handlers_from_config
-from pycri.oci.interface import ExecSession
+from pycri.oci.interface import AttachSession, ExecSession
 from pycri.testing import DaemonProcess
 from tests.integration.harness import Harness
 
@@ -46,7 +46,7 @@ def in_runtime(
     )
 
 
-async def read_until(session: ExecSession, needle: bytes, *, stream: str = "", timeout: float = WAIT) -> bytes:
+async def read_until(session: ExecSession | AttachSession, needle: bytes, *, stream: str = "", timeout: float = WAIT) -> bytes:
     """Read until ``needle`` has arrived (on ``stream``, if given); returns what was read."""
     got = b""
 
@@ -65,7 +65,7 @@ async def read_until(session: ExecSession, needle: bytes, *, stream: str = "", t
     return got
 
 
-async def read_all(session: ExecSession, timeout: float = WAIT) -> dict[str, bytes]:
+async def read_all(session: ExecSession | AttachSession, timeout: float = WAIT) -> dict[str, bytes]:
     out: dict[str, bytes] = {"stdout": b"", "stderr": b""}
 
     async def read() -> None:
@@ -93,7 +93,7 @@ def exec_files(c: RuntimeContainer) -> list[str]:
     return sorted(p.name for p in c.bundle.parent.glob("exec-*"))
 
 
-async def typed_until(session: ExecSession, command: bytes, needle: bytes, timeout: float = WAIT) -> None:
+async def typed_until(session: ExecSession | AttachSession, command: bytes, needle: bytes, timeout: float = WAIT) -> None:
     """Type ``command`` until its output holds ``needle`` (the size reaches the runtime a moment later)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -218,3 +218,56 @@ async def test_exec_in_a_container_that_is_not_running_fails(h: Harness, runtime
     h.wait_exited(cid)
     with pytest.raises(errors.FailedPrecondition):
         await runtimes["runc"].exec(in_runtime(h, cid), ["/bin/true"], tty=False, stdin=False)
+
+
+# -- attach -------------------------------------------------------------------------------------------------------
+
+
+@HANDLERS
+async def test_attach_to_a_shell_with_a_terminal(h: Harness, runtimes: dict[str, OCIRuntime], handler: str) -> None:
+    pod = h.pod(f"attach-tty-{handler}", handler=handler)
+    cid = h.container(pod, "shell", ("/bin/sh",), tty=True, stdin=True)
+    c = in_runtime(h, cid, terminal=True, stdin=True)
+    async with await runtimes[handler].attach(c) as session:
+        await typed_until(session, b"echo attached-$((2*3))\n", b"attached-6")
+        await session.resize(120, 50)
+        await typed_until(session, b"stty size\n", b"50 120")
+    # Detaching leaves the shell running, its stdin open (not stdin_once): attach again.
+    assert h.status(cid).state == 1
+    async with await runtimes[handler].attach(c) as again:
+        await typed_until(again, b"echo again\n", b"again")
+        await again.write(b"exit 5\n")
+        assert await read_all(again) is not None  # conmon closes the connection as the container ends
+    assert h.wait_exited(cid).exit_code == 5
+    log = await asyncio.to_thread(Path(h.log_path(cid)).read_bytes)
+    assert b"attached-6" in log  # conmon logs what the terminal showed
+
+
+@HANDLERS
+async def test_attach_to_output(h: Harness, runtimes: dict[str, OCIRuntime], handler: str) -> None:
+    pod = h.pod(f"attach-out-{handler}", handler=handler)
+    script = "i=0; while [ $i -lt 300 ]; do echo out-$i; echo err-$i >&2; i=$((i+1)); sleep 0.05; done"
+    cid = h.container(pod, "printer", ("/bin/sh", "-c", script))
+    c = in_runtime(h, cid)
+    async with await runtimes[handler].attach(c) as session:
+        await read_until(session, b"out-", stream="stdout")
+        await read_until(session, b"err-", stream="stderr")
+        await session.write(b"ignored\n")  # no stdin: conmon drops it
+        await session.resize(80, 24)  # no terminal: nothing to resize
+    assert h.status(cid).state == 1
+
+
+@HANDLERS
+async def test_detaching_closes_stdin_of_a_stdin_once_container(
+    h: Harness, runtimes: dict[str, OCIRuntime], handler: str
+) -> None:
+    pod = h.pod(f"attach-once-{handler}", handler=handler)
+    cid = h.container(pod, "cat", ("/bin/sh", "-c", "cat; echo stdin-closed"), stdin=True, stdin_once=True)
+    c = in_runtime(h, cid, stdin=True, stdin_once=True)
+    async with await runtimes[handler].attach(c) as session:
+        await session.write(b"through conmon\n")
+        await read_until(session, b"through conmon\n", stream="stdout")
+        await session.close_stdin()
+        rest = await read_all(session)
+        assert rest["stdout"] == b"stdin-closed\n"
+    assert h.wait_exited(cid).exit_code == 0

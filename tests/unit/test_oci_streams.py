@@ -1,13 +1,17 @@
-"""conmon's command line and control lines, and the exec session's plumbing without a container.
+"""conmon's command line and control lines, and the stream sessions' plumbing without a container.
 
-The exec session runs a plain shell as its "runtime" (on a pseudo-terminal or on pipes).
+The exec session runs a plain shell as its "runtime" (on a pseudo-terminal or on pipes); the
+attach session talks to one end of a SOCK_SEQPACKET pair, framed as conmon frames its messages.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from pathlib import Path
+
+import pytest
 
 from pycri.oci import conmon, streams
 from pycri.oci.interface import RuntimeContainer
@@ -98,3 +102,24 @@ async def test_exec_on_pipes_and_kill(tmp_path: Path) -> None:
     assert await session.wait() == 128 + 9
     await session.close()
     assert not leftover.exists()
+
+
+async def test_attach_framing() -> None:
+    ours, conmons = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setblocking(False)
+    container = RuntimeContainer(id="c", bundle=Path("/nonexistent"), persist_dir=Path("/nonexistent"))
+    async with streams.AttachConnection(ours, container) as session:
+        conmons.send(bytes([conmon.ATTACH_STDOUT]) + b"out")
+        conmons.send(bytes([conmon.ATTACH_STDERR]) + b"err")
+        assert await session.read() == ("stdout", b"out")
+        assert await session.read() == ("stderr", b"err")
+        await session.write(b"y" * 20_000)
+        sizes = [len(conmons.recv(65536)) for _ in range(3)]
+        assert sizes == [8192, 8192, 3616]  # conmon reads one message of at most 32767 bytes
+        await session.resize(80, 24)  # no terminal: nothing to do (and no ctl FIFO to write)
+        await session.close_stdin()
+        assert conmons.recv(65536) == b""  # conmon sees the end of input
+        conmons.close()
+        assert await session.read() is None
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        ours.send(b"closed")
