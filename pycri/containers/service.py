@@ -107,9 +107,6 @@ class ContainerService:
     def lock(self, cid: str) -> asyncio.Lock:
         return self._locks.setdefault(cid, asyncio.Lock())
 
-    def chain_ids_in_use(self) -> set[str]:
-        return self.registry.chain_ids_in_use()
-
     def find(self, id_or_prefix: str) -> Container | None:
         return self.registry.find(id_or_prefix)
 
