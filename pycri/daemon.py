@@ -31,6 +31,7 @@ import pycri
 from pycri import config as config_mod
 from pycri import errors, logs
 from pycri.config import Config
+from pycri.containers.registry import ContainerRegistry
 from pycri.containers.service import ContainerService
 from pycri.containers.specs import SpecFactory
 from pycri.host import checks
@@ -39,6 +40,7 @@ from pycri.network.pod import CNIPodNetwork
 from pycri.node import Node
 from pycri.oci import handlers_from_config
 from pycri.oci.features import HandlerFeatures
+from pycri.sandboxes.registry import SandboxRegistry
 from pycri.sandboxes.service import SandboxService
 from pycri.server.admin import AdminService, admin_handler
 from pycri.server.app import build_server
@@ -169,16 +171,29 @@ class Daemon:
         features = HandlerFeatures(handlers, cfg.infra_command[0], "/pycri", cfg.root_dir, (cfg.root_dir, cfg.state_dir))
         node = Node(cfg, self.store, handlers, features)
         await node.load()
-        # Order matters: pods, then their containers, are recovered before the image store
-        # starts, because its garbage collection keeps the layers containers still use.
-        self.images = ImageService(cfg, self.store)
+        # The services, each given what it uses: the registries of pods and containers come
+        # first, so that the image store (layers in use), the spec builder (target containers)
+        # and the container service (pods) can look them up without the services that own them.
+        pods, containers = SandboxRegistry(), ContainerRegistry()
+        self.images = ImageService(cfg, self.store, in_use=containers.chain_ids_in_use)
+        build_spec = SpecFactory(containers.find, features.recursive_read_only, cfg.cdi_spec_dirs)
+        self.containers = ContainerService(
+            cfg, self.store, handlers, pods, self.images, registry=containers, build_spec=build_spec
+        )
         network = CNIPodNetwork(cfg, lambda: node.pod_cidr)
         await network.prepare()
-        self.sandboxes = SandboxService(cfg, self.store, handlers, network)
-        self.sandboxes.userns_supported = features.user_namespaces
+        self.sandboxes = SandboxService(
+            cfg,
+            self.store,
+            handlers,
+            network,
+            registry=pods,
+            containers=self.containers,
+            userns_supported=features.user_namespaces,
+        )
+        # Order matters: pods, then their containers, are recovered before the image store
+        # starts, because its garbage collection keeps the layers containers still use.
         await self.sandboxes.recover()
-        self.containers = ContainerService(cfg, self.store, handlers, self.sandboxes, self.images)
-        self.containers.build_spec = SpecFactory(self.containers.find, features.recursive_read_only, cfg.cdi_spec_dirs)
         await self.containers.recover()
         await self.images.start()
         families: list[object] = [

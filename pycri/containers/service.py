@@ -19,35 +19,46 @@ import shutil
 import signal as signal_mod
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
 
-from pycri import conmon, errors, oci
+from pycri import errors
 from pycri.api import api_pb2 as api
 from pycri.config import Config
 from pycri.containers import image_volumes
 from pycri.containers import rootfs as rootfs_mod
 from pycri.containers.model import CRI_STATES, STEP_CREATED, STEP_DIR, STEP_ROOTFS, Container, State
+from pycri.containers.registry import ContainerRegistry
 from pycri.containers.specs import HOST
 from pycri.images.records import ImageRecord
 from pycri.images.service import ImageService
-from pycri.oci import container_spec, hybrid
+from pycri.oci import container_spec
+from pycri.oci.interface import (
+    AttachSession,
+    ConmonError,
+    ExecSession,
+    RuntimeCommandError,
+    RuntimeContainer,
+    RuntimeImpl,
+)
+from pycri.procs import pid_alive, wait_pid
 from pycri.sandboxes.model import Sandbox
 from pycri.sandboxes.model import State as SandboxState
-from pycri.sandboxes.service import SandboxService, match_labels
+from pycri.sandboxes.registry import SandboxRegistry
+from pycri.sandboxes.service import match_labels
 
 log = logging.getLogger("pycri.containers")
 
 MAX_EXEC_OUTPUT = 16 * 1024 * 1024 - 64 * 1024  # leaves room in a 16 MiB gRPC message
 EXIT_FILE_WAIT = 2.0
-REOPEN_WAIT = 5.0
 TERMINATION_MESSAGE_LIMIT = 4096
 TERMINATION_PATH_ANNOTATION = "io.kubernetes.container.terminationMessagePath"
 
-SpecBuilder = Callable[[Container, Sandbox, dict[str, Any]], Any]
+# (container, sandbox, image config) -> (OCI spec, (uid, gid, supplemental groups))
+SpecBuilder = Callable[[Container, Sandbox, dict[str, Any]], Awaitable[tuple[dict[str, Any], tuple[int, int, list[int]]]]]
 
 
 def signal_name(value: str | int) -> str:
@@ -64,66 +75,60 @@ def signal_name(value: str | int) -> str:
 
 class ContainerService:
     def __init__(
-        self, cfg: Config, store: Any, handlers: dict[str, oci.OCIRuntime], sandboxes: SandboxService, images: ImageService
+        self,
+        cfg: Config,
+        store: Any,
+        handlers: Mapping[str, RuntimeImpl],
+        sandboxes: SandboxRegistry,
+        images: ImageService,
+        *,
+        registry: ContainerRegistry,
+        build_spec: SpecBuilder,
     ) -> None:
         self.cfg = cfg
         self.store = store
         self.handlers = handlers
         self.sandboxes = sandboxes
         self.images = images
+        self.registry = registry
+        self.build_spec = build_spec
         self.root = Path(cfg.root_dir) / "containers"
-        self.exit_dir = Path(cfg.state_dir) / "exits"
-        self.sockets_dir = Path(cfg.state_dir) / "sockets"
-        self.containers: dict[str, Container] = {}
+        self.containers: dict[str, Container] = registry.containers
         self._locks: dict[str, asyncio.Lock] = {}
         self._names = asyncio.Lock()
         self._watchers: dict[str, asyncio.Task[None]] = {}
-        self._removing: dict[str, Container] = {}  # removed, clean-up under way
+        self._removing: dict[str, Container] = registry.removing  # removed, clean-up under way
         self._cleanups: dict[str, asyncio.Task[None]] = {}
         self._cleaning = asyncio.Lock()
         self._releases: dict[str, asyncio.Task[None]] = {}
-        self.build_spec: SpecBuilder | None = None  # set by the daemon: (container, sandbox, image config) -> spec dict
-        sandboxes.containers = self
-        images.in_use = self.chain_ids_in_use
 
     # -- helpers ------------------------------------------------------------------------------
 
     def lock(self, cid: str) -> asyncio.Lock:
         return self._locks.setdefault(cid, asyncio.Lock())
 
-    def chain_ids_in_use(self) -> set[str]:
-        containers = [*self.containers.values(), *self._removing.values()]  # removing ones still mount their layers
-        return {c for container in containers for c in container.all_chain_ids}
-
     def find(self, id_or_prefix: str) -> Container | None:
-        if not id_or_prefix:
-            return None
-        found = self.containers.get(id_or_prefix)
-        if found is not None:
-            return found
-        matches = [c for i, c in self.containers.items() if i.startswith(id_or_prefix)]
-        if len(matches) > 1:
-            raise errors.InvalidArgument(f"container_id: prefix {id_or_prefix!r} matches {len(matches)} containers")
-        return matches[0] if matches else None
+        return self.registry.find(id_or_prefix)
 
     def get(self, id_or_prefix: str, field: str = "container_id") -> Container:
-        if not id_or_prefix:
-            raise errors.InvalidArgument(f"{field}: required")
-        found = self.find(id_or_prefix)
-        if found is None:
-            raise errors.NotFound(f"container {id_or_prefix!r} not found")
-        return found
+        return self.registry.get(id_or_prefix, field)
+
+    def runtime(self, container: Container) -> RuntimeImpl:
+        return self.handlers[container.runtime_handler]
 
     @staticmethod
-    def _cgroups_path(container: Container) -> str:
-        try:
-            spec = json.loads((container.bundle / "config.json").read_text())
-        except (OSError, ValueError):
-            return ""
-        return str(spec.get("linux", {}).get("cgroupsPath", ""))
-
-    def runtime(self, container: Container) -> oci.OCIRuntime:
-        return self.handlers[container.runtime_handler]
+    def in_runtime(container: Container) -> RuntimeContainer:
+        """The container as its runtime knows it."""
+        config = container.config
+        return RuntimeContainer(
+            id=container.id,
+            bundle=container.bundle,
+            persist_dir=container.persist_dir,
+            log_path=container.log_path,
+            terminal=config.tty,
+            stdin=config.stdin,
+            stdin_once=config.stdin_once,
+        )
 
     async def _save(self, container: Container) -> None:
         await self.store.containers.put(container.to_row())
@@ -209,8 +214,6 @@ class ContainerService:
     async def _build(self, container: Container, sandbox: Sandbox, image_config: dict[str, Any]) -> None:
         """The directory, rootfs, image volumes and OCI bundle; the runtime creates it at start."""
         await asyncio.to_thread(self._make_rootfs, container, sandbox)
-        if self.build_spec is None:
-            raise errors.Unavailable("container spec generation is not set up")
         spec, user = await self.build_spec(container, sandbox, image_config)
         container.uid, container.gid, container.supplemental_groups = user
         await asyncio.to_thread(self._write_bundle, container, spec)
@@ -219,26 +222,16 @@ class ContainerService:
 
     async def _create_in_runtime(self, container: Container) -> None:
         """conmon runs the runtime's ``create``; the container's process then waits to be started."""
+        runtime, rc = self.runtime(container), self.in_runtime(container)
         if STEP_CREATED in container.steps:
             # A start that failed, or a crash, left it half-made: start over.
-            await oci.delete(self.runtime(container), container.id, force=True)
+            await runtime.delete(rc, force=True)
         else:
             container.steps.append(STEP_CREATED)
             await self._save(container)
         if container.log_path:
             await asyncio.to_thread(Path(container.log_path).parent.mkdir, parents=True, exist_ok=True)
-        cspec = conmon.ConmonSpec(
-            cid=container.id,
-            bundle=container.bundle,
-            log_path=f"k8s-file:{container.log_path}" if container.log_path else "k8s-file:/dev/null",
-            exit_dir=self.exit_dir,
-            socket_dir=self.sockets_dir,
-            persist_dir=container.persist_dir,
-            terminal=container.config.tty,
-            stdin=container.config.stdin,
-            stdin_once=container.config.stdin_once,
-        )
-        container.pid = await conmon.create(self.cfg.conmon, self.runtime(container), cspec)
+        container.pid = await runtime.create(rc)
 
     def _make_rootfs(self, container: Container, sandbox: Sandbox) -> None:
         """The container's directory, its rootfs and its image volumes. Blocking."""
@@ -288,8 +281,8 @@ class ContainerService:
             try:
                 await self._create_in_runtime(container)
                 started = time.time_ns()  # before the start: a process that exits at once ends after it
-                await oci.start(self.runtime(container), container.id)
-            except (conmon.ConmonError, oci.RuntimeCommandError, OSError) as exc:
+                await self.runtime(container).start(self.in_runtime(container))
+            except (ConmonError, RuntimeCommandError, OSError) as exc:
                 await self._record_exit(container, start_failed=str(exc))
                 raise errors.Internal(f"starting container {container.id}: {exc}") from exc
             container.state = State.RUNNING
@@ -306,7 +299,7 @@ class ContainerService:
 
     async def _wait_exit(self, container: Container) -> None:
         try:
-            await conmon.wait_pid(container.pid, None)
+            await wait_pid(container.pid, None)
             async with self.lock(container.id):
                 if container.state is State.RUNNING:
                     await self._record_exit(container)
@@ -317,27 +310,15 @@ class ContainerService:
 
     async def _record_exit(self, container: Container, start_failed: str = "") -> None:
         """Read conmon's exit file (it lands a moment after the process ends) and mark the container exited."""
-        code: int | None = None
-        deadline = time.monotonic() + EXIT_FILE_WAIT
-        pause = 0.001  # conmon writes the file a moment after reaping: look soon, then less often
         ran = bool(container.pid) and not start_failed  # else there is no exit file to wait for
-        while code is None and time.monotonic() < deadline and ran:
-            code = conmon.read_exit_code(self.exit_dir, container.id)  # one small read on tmpfs
-            if code is None:
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 0.02)
-        exit_path = conmon.exit_file(self.exit_dir, container.id)
-        try:
-            finished = (await asyncio.to_thread(os.stat, exit_path)).st_mtime_ns
-        except FileNotFoundError:
-            finished = time.time_ns()
-        oom = any(await asyncio.to_thread(lambda: [(d / "oom").exists() for d in (container.persist_dir, container.bundle)]))
+        status = await self.runtime(container).exit_status(self.in_runtime(container), wait=EXIT_FILE_WAIT if ran else 0)
+        code = status.code
         container.state = State.EXITED
-        container.finished_at = finished
+        container.finished_at = status.finished_at
         container.exit_code = code if code is not None else (128 + 9 if not start_failed else 128)
         if start_failed:
             container.reason, container.message = "StartError", start_failed
-        elif oom:
+        elif status.oom_killed:
             container.reason = "OOMKilled"
         else:
             container.reason = "Completed" if container.exit_code == 0 else "Error"
@@ -369,22 +350,22 @@ class ContainerService:
             if container.state is State.CREATED:
                 # Never started: nothing runs (or, after a failed start, only the runtime's waiting init).
                 if STEP_CREATED in container.steps and container.pid:
-                    with contextlib.suppress(oci.RuntimeCommandError):
-                        await oci.kill(self.runtime(container), container.id, "KILL")
-                    await conmon.wait_pid(container.pid, 10)
+                    with contextlib.suppress(RuntimeCommandError):
+                        await self.runtime(container).kill(self.in_runtime(container), "KILL")
+                    await wait_pid(container.pid, 10)
                 await self._record_exit(container)
             return
-        runtime = self.runtime(container)
+        runtime, rc = self.runtime(container), self.in_runtime(container)
         if timeout > 0:
-            with contextlib.suppress(oci.RuntimeCommandError):
-                await oci.kill(runtime, container.id, container.stop_signal)
-            if await conmon.wait_pid(container.pid, timeout):
+            with contextlib.suppress(RuntimeCommandError):
+                await runtime.kill(rc, container.stop_signal)
+            if await wait_pid(container.pid, timeout):
                 await self._finish(container)
                 return
             log.info("container %s ignored %s for %ds: SIGKILL", container.id, container.stop_signal, timeout)
-        with contextlib.suppress(oci.RuntimeCommandError):
-            await oci.kill(runtime, container.id, "KILL", all_processes=True)
-        if not await conmon.wait_pid(container.pid, 30):
+        with contextlib.suppress(RuntimeCommandError):
+            await runtime.kill(rc, "KILL", all_processes=True)
+        if not await wait_pid(container.pid, 30):
             raise errors.Internal(f"container {container.id} (pid {container.pid}) did not exit after SIGKILL")
         await self._finish(container)
 
@@ -439,17 +420,16 @@ class ContainerService:
 
     async def _delete_from_runtime(self, container: Container) -> None:
         """Kill what is left of the container and have the runtime forget it (and its cgroups)."""
-        runtime = self.runtime(container)
+        runtime, rc = self.runtime(container), self.in_runtime(container)
         # An exited container whose process is gone needs no `runtime state` round trip.
-        known_dead = container.state is State.EXITED and not conmon.pid_alive(container.pid)
-        state = None if known_dead else await oci.state(runtime, container.id)
+        known_dead = container.state is State.EXITED and not pid_alive(container.pid)
+        state = None if known_dead else await runtime.state(rc)
         if state is not None and state.status not in ("stopped",):
-            with contextlib.suppress(oci.RuntimeCommandError):
-                await oci.kill(runtime, container.id, "KILL", all_processes=True)
+            with contextlib.suppress(RuntimeCommandError):
+                await runtime.kill(rc, "KILL", all_processes=True)
             if state.pid:
-                await conmon.wait_pid(state.pid, 10)
-        await oci.delete(runtime, container.id, force=True)
-        await asyncio.to_thread(hybrid.remove_unified_leftover, self._cgroups_path(container))
+                await wait_pid(state.pid, 10)
+        await runtime.delete(rc, force=True)
 
     def _release_runtime(self, container: Container) -> None:
         """Once a container has exited, let the runtime forget it in the background (as containerd's
@@ -477,9 +457,7 @@ class ContainerService:
             await asyncio.shield(release)
         if STEP_CREATED in container.steps:
             await self._delete_from_runtime(container)
-        for leftover in (conmon.exit_file(self.exit_dir, container.id), self.sockets_dir / container.id):
-            with contextlib.suppress(FileNotFoundError):
-                await asyncio.to_thread(leftover.unlink)
+        await self.runtime(container).remove_leftovers(self.in_runtime(container))
         if STEP_ROOTFS in container.steps:
             await asyncio.to_thread(rootfs_mod.unmount_rootfs, container.dir)
         if STEP_DIR in container.steps:
@@ -520,76 +498,20 @@ class ContainerService:
 
     # -- exec / update / logs ------------------------------------------------------------------------
 
-    async def exec_sync(self, cid: str, cmd: list[str], timeout: int) -> tuple[bytes, bytes, int]:
+    def _running(self, cid: str, cmd: list[str] | None = None) -> Container:
         container = self.get(cid)
-        if not cmd:
+        if cmd is not None and not cmd:
             raise errors.InvalidArgument("cmd: required")
         if container.state is not State.RUNNING:
             raise errors.FailedPrecondition(f"container {container.id} is not running")
-        runtime = self.runtime(container)
-        token = secrets.token_hex(4)
-        pid_file = container.dir / f"exec-{token}.pid"
-        process_file = container.dir / f"exec-{token}.json"
-        # The command runs as the container's own process does (user, groups, capabilities, env,
-        # cwd, no_new_privs): runc's exec would inherit those, crun's would not.
-        await asyncio.to_thread(self._write_exec_process, container, cmd, process_file)
-        proc = await asyncio.create_subprocess_exec(
-            runtime.path,
-            "--root",
-            runtime.root,
-            "exec",
-            "--process",
-            str(process_file),
-            "--pid-file",
-            str(pid_file),
-            container.id,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+        return container
+
+    async def exec_sync(self, cid: str, cmd: list[str], timeout: int) -> tuple[bytes, bytes, int]:
+        container = self._running(cid, cmd)
+        result = await self.runtime(container).exec_sync(
+            self.in_runtime(container), cmd, timeout=timeout, output_limit=MAX_EXEC_OUTPUT
         )
-        assert proc.stdout is not None
-        assert proc.stderr is not None
-        budget = [MAX_EXEC_OUTPUT]
-
-        async def drain(stream: asyncio.StreamReader) -> bytes:
-            kept = bytearray()
-            while chunk := await stream.read(65536):
-                take = min(len(chunk), budget[0])
-                kept += chunk[:take]
-                budget[0] -= take
-            return bytes(kept)
-
-        readers = asyncio.gather(drain(proc.stdout), drain(proc.stderr), proc.wait())
-        try:
-            out, err, code = await asyncio.wait_for(asyncio.shield(readers), timeout if timeout > 0 else None)
-        except TimeoutError:
-            # Kill the command itself and let the runtime's exec process reap it and exit; killing
-            # that one first would orphan the command as a zombie in the container.
-            pid = await asyncio.to_thread(conmon.read_pid, pid_file)
-            if pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal_mod.SIGKILL)
-            try:
-                await asyncio.wait_for(asyncio.shield(readers), 5)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-            raise errors.DeadlineExceeded(f"command {cmd[0]!r} in container {container.id} timed out after {timeout}s") from None
-        finally:
-            for leftover in (pid_file, process_file):
-                with contextlib.suppress(FileNotFoundError):
-                    leftover.unlink()
-        return out, err, int(code)
-
-    @staticmethod
-    def _write_exec_process(container: Container, cmd: list[str], target: Path) -> None:
-        spec = json.loads((container.bundle / "config.json").read_text())
-        process = dict(spec["process"])
-        process["args"] = list(cmd)
-        process["terminal"] = False
-        process.pop("consoleSize", None)
-        target.write_text(json.dumps(process))
+        return result.stdout, result.stderr, result.exit_code
 
     async def update_resources(self, cid: str, resources: api.LinuxContainerResources) -> None:
         container = self.get(cid)
@@ -602,25 +524,11 @@ class ContainerService:
             if STEP_CREATED not in container.steps:
                 # Not in the runtime yet: the new limits go into the bundle it will be created from.
                 await asyncio.to_thread(self._update_bundle_resources, container, oci_resources)
-                container.resources = json_format.MessageToDict(resources, preserving_proto_field_name=True)
-                await self._save(container)
-                return
-            runtime = self.runtime(container)
-            proc = await asyncio.create_subprocess_exec(
-                runtime.path,
-                "--root",
-                runtime.root,
-                "update",
-                "--resources",
-                "-",
-                container.id,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            _, err = await proc.communicate(json.dumps(oci_resources).encode())
-            if proc.returncode != 0:
-                raise errors.Internal(f"updating resources of {container.id}: {err.decode(errors='replace').strip()}")
+            else:
+                try:
+                    await self.runtime(container).update_resources(self.in_runtime(container), oci_resources)
+                except RuntimeCommandError as exc:
+                    raise errors.Internal(f"updating resources of {container.id}: {exc}") from exc
             container.resources = json_format.MessageToDict(resources, preserving_proto_field_name=True)
             await self._save(container)
 
@@ -636,31 +544,20 @@ class ContainerService:
         os.replace(tmp, path)
 
     async def reopen_log(self, cid: str) -> None:
-        container = self.get(cid)
-        if container.state is not State.RUNNING:
-            raise errors.FailedPrecondition(f"container {container.id} is not running")
-        ctl = container.bundle / "ctl"
+        container = self._running(cid)
+        await self.runtime(container).reopen_log(self.in_runtime(container))
 
-        def write() -> None:
-            fd = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK)
-            try:
-                os.write(fd, b"2 0 0\n")  # conmon's control message: reopen the log file
-            finally:
-                os.close(fd)
+    # -- streams (for the streaming server) --------------------------------------------------------
 
-        try:
-            await asyncio.to_thread(write)
-        except OSError as exc:
-            raise errors.Internal(f"asking conmon of {container.id} to reopen its log: {exc}") from exc
-        # conmon handles the request on its own loop: answer once the (new) log file is there.
-        if container.log_path:
-            deadline = time.monotonic() + REOPEN_WAIT
-            while not await asyncio.to_thread(os.path.exists, container.log_path):
-                if time.monotonic() > deadline:
-                    raise errors.Internal(
-                        f"conmon of {container.id} did not reopen {container.log_path} within {REOPEN_WAIT:.0f}s"
-                    )
-                await asyncio.sleep(0.01)
+    async def exec(self, cid: str, cmd: list[str], *, tty: bool, stdin: bool) -> ExecSession:
+        """Start ``cmd`` in the running container with streams; the caller closes the session."""
+        container = self._running(cid, cmd)
+        return await self.runtime(container).exec(self.in_runtime(container), cmd, tty=tty, stdin=stdin)
+
+    async def attach(self, cid: str) -> AttachSession:
+        """Connect to the running container's own stdio; the caller closes the session."""
+        container = self._running(cid)
+        return await self.runtime(container).attach(self.in_runtime(container))
 
     # -- recovery -------------------------------------------------------------------------------------
 
@@ -673,12 +570,12 @@ class ContainerService:
                 log.info("container %s was being cleaned up after its removal; finishing", container.id)
                 await self._destroy(container)
                 continue
-            if container.state is State.CREATING or container.sandbox_id not in self.sandboxes.sandboxes:
+            if container.state is State.CREATING or container.sandbox_id not in self.sandboxes:
                 log.warning("container %s was half-made or lost its pod; cleaning it up", container.id)
                 await self._destroy(container)
                 continue
             if container.state is State.RUNNING:
-                if conmon.pid_alive(container.pid):
+                if pid_alive(container.pid):
                     self._watch(container)
                 else:
                     await self._record_exit(container)

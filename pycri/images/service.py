@@ -4,7 +4,7 @@ Layout under ``<root_dir>/images``: ``content/`` (blobs by digest), ``layers/``
 (unpacked layers by chain ID). Records live in the state database and in
 memory. Changes to records and garbage collection happen under one lock; a
 blob or layer is deleted only when no image record, running pull or container
-(``in_use`` hook, set by the container code) needs it.
+(``in_use``: the container registry's answer) needs it.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def disk_usage(path: Path) -> tuple[int, int]:
 
 
 class ImageService:
-    def __init__(self, cfg: Config, store: Store) -> None:
+    def __init__(self, cfg: Config, store: Store, in_use: Callable[[], set[str]] = set) -> None:
         self.cfg = cfg
         self.store = store
         self.root = Path(cfg.root_dir) / "images"
@@ -77,7 +77,7 @@ class ImageService:
         self.layers = LayerStore(self.root / "layers")
         self.index = ImageIndex()
         self.claims = Claims()
-        self.in_use: Callable[[], set[str]] = set  # chain IDs containers use; set by the container code
+        self.in_use = in_use  # the chain IDs containers use (pycri.containers.registry)
         self._lock = asyncio.Lock()
         self._registry: RegistryClient | None = None
         self._pinned: set[str] = set()

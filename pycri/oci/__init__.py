@@ -1,25 +1,26 @@
-"""OCI runtime handlers: probing, lifecycle commands (runc and crun share a command line)."""
+"""OCI runtime handlers: the runtime interface (pycri.oci.interface) and runc/crun under conmon."""
 
-from pycri.oci.runtime import (
+from pycri.oci.interface import (
+    ConmonError,
     ContainerState,
-    OCIRuntime,
+    ExecResult,
+    ExitStatus,
     Probe,
     RuntimeCommandError,
-    delete,
-    handlers_from_config,
-    kill,
-    start,
-    state,
+    RuntimeContainer,
+    RuntimeImpl,
 )
+from pycri.oci.runtime import OCIRuntime, handlers_from_config
 
 __all__ = [
+    "ConmonError",
     "ContainerState",
+    "ExecResult",
+    "ExitStatus",
     "OCIRuntime",
     "Probe",
     "RuntimeCommandError",
-    "delete",
+    "RuntimeContainer",
+    "RuntimeImpl",
     "handlers_from_config",
-    "kill",
-    "start",
-    "state",
 ]

@@ -32,7 +32,7 @@ from pycri.host import idmap
 from pycri.host import userns as host_userns
 from pycri.oci import hybrid
 from pycri.oci import spec as oci_spec
-from pycri.oci.runtime import OCIRuntime, _last_error
+from pycri.oci.runtime import OCIRuntime, last_error
 from pycri.oci.userns import IDMapping, UserNamespace
 
 log = logging.getLogger("pycri.oci")
@@ -118,7 +118,7 @@ async def probe_rro(rt: OCIRuntime, binary: str, cgroups_path: str) -> tuple[boo
         if rc == 0:
             return True, ""
         text = await asyncio.to_thread(output.read_text, errors="replace")
-        return False, _last_error(text)
+        return False, last_error(text)
     finally:
         await asyncio.to_thread(shutil.rmtree, workdir, True)
 

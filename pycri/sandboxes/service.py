@@ -24,13 +24,15 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from pycri import conmon, errors, oci
+from pycri import errors
 from pycri.api import api_pb2 as api
 from pycri.config import Config
 from pycri.host import checks, mounts
 from pycri.host import userns as host_userns
-from pycri.oci import hybrid, userns
+from pycri.oci import userns
+from pycri.oci.interface import ConmonError, RuntimeCommandError, RuntimeContainer, RuntimeImpl
 from pycri.oci.spec import InfraOptions, Namespaces, infra_spec, sysctl_errors
+from pycri.procs import pid_alive, wait_pid
 from pycri.sandboxes import files
 from pycri.sandboxes.model import (
     STEP_DIR,
@@ -42,6 +44,7 @@ from pycri.sandboxes.model import (
     Sandbox,
     State,
 )
+from pycri.sandboxes.registry import SandboxRegistry
 from pycri.store import Store
 
 log = logging.getLogger("pycri.sandboxes")
@@ -91,20 +94,29 @@ def match_labels(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool
 
 
 class SandboxService:
-    def __init__(self, cfg: Config, store: Store, handlers: dict[str, oci.OCIRuntime], network: PodNetwork) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        handlers: Mapping[str, RuntimeImpl],
+        network: PodNetwork,
+        *,
+        registry: SandboxRegistry | None = None,
+        containers: ContainerHooks | None = None,
+        userns_supported: Callable[[str], Awaitable[bool]] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.store = store
         self.handlers = handlers
         self.network = network
-        self.containers: ContainerHooks = NoContainers()
+        self.registry = registry if registry is not None else SandboxRegistry()
+        self.containers: ContainerHooks = containers if containers is not None else NoContainers()
         self.pods_dir = Path(cfg.state_dir) / "pods"
-        self.exit_dir = Path(cfg.state_dir) / "exits"
-        self.sockets_dir = Path(cfg.state_dir) / "sockets"
-        self.sandboxes: dict[str, Sandbox] = {}
+        self.sandboxes: dict[str, Sandbox] = self.registry.sandboxes
         self._locks: dict[str, asyncio.Lock] = {}
         self._names = asyncio.Lock()
-        # Whether a handler may run pods with their own user namespace (set by the daemon).
-        self.userns_supported: Callable[[str], Awaitable[bool]] | None = None
+        # Whether a handler may run pods with their own user namespace (None: none may).
+        self.userns_supported = userns_supported
         # Failure injection for tests: called with each step's name before it runs.
         self.before_step: Callable[[str], None] | None = None
 
@@ -115,25 +127,22 @@ class SandboxService:
 
     def find(self, id_or_prefix: str) -> Sandbox | None:
         """A sandbox by its ID or a unique prefix of it."""
-        if not id_or_prefix:
-            return None
-        found = self.sandboxes.get(id_or_prefix)
-        if found is not None:
-            return found
-        matches = [s for i, s in self.sandboxes.items() if i.startswith(id_or_prefix)]
-        if len(matches) > 1:
-            raise errors.InvalidArgument(f"pod_sandbox_id: prefix {id_or_prefix!r} matches {len(matches)} sandboxes")
-        return matches[0] if matches else None
+        return self.registry.find(id_or_prefix)
 
     def get(self, id_or_prefix: str) -> Sandbox:
-        if not id_or_prefix:
-            raise errors.InvalidArgument("pod_sandbox_id: required")
-        found = self.find(id_or_prefix)
-        if found is None:
-            raise errors.NotFound(f"pod sandbox {id_or_prefix!r} not found")
-        return found
+        return self.registry.get(id_or_prefix)
 
-    def handler(self, name: str) -> oci.OCIRuntime:
+    @staticmethod
+    def infra(sandbox: Sandbox) -> RuntimeContainer:
+        """The pod's infra container, as its runtime knows it."""
+        return RuntimeContainer(
+            id=sandbox.id,
+            bundle=sandbox.infra_bundle,
+            persist_dir=sandbox.pod_dir / "infra-conmon",
+            log_path=str(sandbox.pod_dir / "infra.log"),
+        )
+
+    def handler(self, name: str) -> RuntimeImpl:
         runtime = self.handlers.get(name or self.cfg.default_runtime)
         if runtime is None:
             raise errors.InvalidArgument(f"runtime_handler: unknown handler {name!r} (known: {', '.join(self.handlers)})")
@@ -210,7 +219,7 @@ class SandboxService:
                 await asyncio.shield(self._destroy(sandbox))
                 if isinstance(exc, (errors.CRIError, asyncio.CancelledError)):
                     raise
-                if isinstance(exc, (conmon.ConmonError, oci.RuntimeCommandError)):
+                if isinstance(exc, (ConmonError, RuntimeCommandError)):
                     raise errors.Internal(f"infra container of pod {md.namespace}/{md.name}: {exc}") from exc
                 raise
         log.info("pod %s/%s running as %s (%s)", md.namespace, md.name, sandbox_id, ", ".join(sandbox.ips) or "host network")
@@ -257,16 +266,9 @@ class SandboxService:
         await asyncio.to_thread(self._write_bundle, sandbox, spec)
         sandbox.steps.append(STEP_INFRA)
         await self._save(sandbox)
-        cspec = conmon.ConmonSpec(
-            cid=sandbox.id,
-            bundle=sandbox.infra_bundle,
-            log_path=str(sandbox.pod_dir / "infra.log"),
-            exit_dir=self.exit_dir,
-            socket_dir=self.sockets_dir,
-            persist_dir=sandbox.pod_dir / "infra-conmon",
-        )
-        sandbox.infra_pid = await conmon.create(self.cfg.conmon, runtime, cspec)
-        await oci.start(runtime, sandbox.id)
+        infra = self.infra(sandbox)
+        sandbox.infra_pid = await runtime.create(infra)
+        await runtime.start(infra)
         sandbox.state = State.READY
         await self._save(sandbox)
 
@@ -347,16 +349,16 @@ class SandboxService:
     # -- stop / remove --------------------------------------------------------------------------
 
     async def _kill_infra(self, sandbox: Sandbox) -> None:
-        if sandbox.state is State.NOTREADY and not conmon.pid_alive(sandbox.infra_pid):
+        if sandbox.state is State.NOTREADY and not pid_alive(sandbox.infra_pid):
             return  # already dead: no `runtime state` round trip
-        runtime = self.handler(sandbox.runtime_handler)
-        current = await oci.state(runtime, sandbox.id)
+        runtime, infra = self.handler(sandbox.runtime_handler), self.infra(sandbox)
+        current = await runtime.state(infra)
         if current is None or current.status == "stopped":
             return
-        with contextlib.suppress(oci.RuntimeCommandError):
-            await oci.kill(runtime, sandbox.id, "KILL", all_processes=False)
+        with contextlib.suppress(RuntimeCommandError):
+            await runtime.kill(infra, "KILL", all_processes=False)
         pid = current.pid or sandbox.infra_pid
-        if pid and not await conmon.wait_pid(pid, STOP_WAIT):
+        if pid and not await wait_pid(pid, STOP_WAIT):
             raise errors.Internal(f"infra process {pid} of pod sandbox {sandbox.id} did not exit after SIGKILL")
 
     async def stop(self, id_or_prefix: str) -> None:
@@ -391,11 +393,8 @@ class SandboxService:
         runtime = self.handler(sandbox.runtime_handler)
         if STEP_INFRA in sandbox.steps:
             await self._kill_infra(sandbox)
-            await oci.delete(runtime, sandbox.id, force=True)
-            await asyncio.to_thread(hybrid.remove_unified_leftover, sandbox.cgroups_path)
-            for leftover in (conmon.exit_file(self.exit_dir, sandbox.id), self.sockets_dir / sandbox.id):
-                with contextlib.suppress(FileNotFoundError):
-                    await asyncio.to_thread(leftover.unlink)
+            await runtime.delete(self.infra(sandbox), force=True)
+            await runtime.remove_leftovers(self.infra(sandbox))
         if STEP_NETNS in sandbox.steps and not sandbox.network_torn_down:
             await self.network.teardown(sandbox)
             sandbox.network_torn_down = True
@@ -442,7 +441,7 @@ class SandboxService:
 
     async def refresh(self, sandbox: Sandbox) -> None:
         """A READY sandbox whose infra process died is NOTREADY."""
-        if sandbox.state is State.READY and not conmon.pid_alive(sandbox.infra_pid):
+        if sandbox.state is State.READY and not pid_alive(sandbox.infra_pid):
             sandbox.state = State.NOTREADY
             await self._save(sandbox)
             log.warning("pod sandbox %s: infra process %d is gone; NOTREADY", sandbox.id, sandbox.infra_pid)
@@ -451,8 +450,7 @@ class SandboxService:
 
     async def recover(self) -> None:
         """Load every sandbox; clean up half-made ones; mark those whose infra died NOTREADY."""
-        for d in (self.pods_dir, self.exit_dir, self.sockets_dir):
-            await asyncio.to_thread(d.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(self.pods_dir.mkdir, parents=True, exist_ok=True)
         for row in await self.store.sandboxes.all():
             sandbox = Sandbox.from_row(row)
             self.sandboxes[sandbox.id] = sandbox
@@ -461,8 +459,8 @@ class SandboxService:
                 await self._destroy(sandbox)
                 continue
             runtime = self.handler(sandbox.runtime_handler)
-            current = await oci.state(runtime, sandbox.id) if STEP_INFRA in sandbox.steps else None
-            alive = current is not None and current.status == "running" and conmon.pid_alive(current.pid)
+            current = await runtime.state(self.infra(sandbox)) if STEP_INFRA in sandbox.steps else None
+            alive = current is not None and current.status == "running" and pid_alive(current.pid)
             if sandbox.state is State.READY and not alive:
                 sandbox.state = State.NOTREADY
                 await self._save(sandbox)

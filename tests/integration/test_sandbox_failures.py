@@ -37,15 +37,15 @@ from typing import Any
 
 import pytest
 
-import pycri.oci
-from pycri import conmon, errors
+from pycri import errors
 from pycri.api import api_pb2 as api
 from pycri.config import Config, from_dict
 from pycri.host import mounts
 from pycri.network import cni, cni_exec, netns
 from pycri.network.pod import CNIPodNetwork
-from pycri.oci import handlers_from_config
+from pycri.oci import OCIRuntime, handlers_from_config
 from pycri.oci.features import HandlerFeatures
+from pycri.procs import pid_alive
 from pycri.sandboxes.model import STEP_DIR, STEP_INFRA, STEP_NETNS, STEP_NETWORK, STEP_SHM, STEP_USERNS, Sandbox, State
 from pycri.sandboxes.service import SandboxService
 from pycri.store import Store
@@ -343,10 +343,10 @@ class Env:
         for data_dir in self.ipam_dirs:
             found += [f"IP allocation {p}" for p in ipam_holders(data_dir, sandbox_id)]
         found += iptables_mentions(sandbox_id)
-        exit_file = conmon.exit_file(self.svc.exit_dir, sandbox_id)
+        exit_file = Path(self.cfg.state_dir) / "exits" / sandbox_id
         if exit_file.exists():
             found.append(f"exit file {exit_file}")
-        link = self.svc.sockets_dir / sandbox_id
+        link = Path(self.cfg.state_dir) / "sockets" / sandbox_id
         if os.path.lexists(link):
             found.append(f"conmon socket link {link}")
         return found
@@ -397,9 +397,9 @@ async def make_env(tmp_path: Path, net: Net) -> AsyncIterator[EnvFactory]:
         network = CNIPodNetwork(cfg, lambda: "")
         await network.prepare()
         handlers = handlers_from_config(cfg, Path(cfg.state_dir) / "bin")
-        svc = SandboxService(cfg, store, handlers, network)
         searchable(tmp)
-        svc.userns_supported = HandlerFeatures(handlers, CATATONIT, "/pycri", str(tmp), (str(tmp),)).user_namespaces
+        features = HandlerFeatures(handlers, CATATONIT, "/pycri", str(tmp), (str(tmp),))
+        svc = SandboxService(cfg, store, handlers, network, userns_supported=features.user_namespaces)
         await svc.recover()
         env = Env(tmp=tmp, net=net, cfg=cfg, store=store, network=network, svc=svc, bin_dir=tmp / "bin")
         env.ipam_dirs.append(IPAM_ROOT / cni.DEFAULT_NETWORK_NAME)
@@ -499,7 +499,7 @@ async def test_running_pod_is_seen_then_removed_without_trace(env: Env, handler:
     assert "IP allocation" in left
     assert "link veth" in left
     assert "iptables-save" in left, "portmap installs a DNAT rule naming the pod"
-    assert conmon.pid_alive(sandbox.infra_pid)
+    assert pid_alive(sandbox.infra_pid)
 
     await env.svc.stop(sandbox.id)
     assert env.svc.get(sandbox.id).state is State.NOTREADY
@@ -510,7 +510,7 @@ async def test_running_pod_is_seen_then_removed_without_trace(env: Env, handler:
 
 async def test_removed_sandbox_leaves_no_conmon_socket_link(env: Env) -> None:
     sandbox = await env.svc.run(env.config(), "")
-    link = env.svc.sockets_dir / sandbox.id
+    link = Path(env.cfg.state_dir) / "sockets" / sandbox.id
     assert link.is_symlink(), "conmon links <socket dir>/<id> to the bundle for the attach socket"
     await env.svc.stop(sandbox.id)
     await env.svc.remove(sandbox.id)
@@ -667,7 +667,7 @@ async def test_cancel_while_a_cni_plugin_runs_leaves_nothing(env: Env) -> None:
 async def test_cancel_after_infra_steps_leaves_nothing(env: Env, point: str, monkeypatch: pytest.MonkeyPatch) -> None:
     reached = asyncio.Event()
     if point == "infra-created":
-        real_create = conmon.create
+        real_create = OCIRuntime.create
 
         async def create_then_wait(*args: Any, **kwargs: Any) -> int:
             await real_create(*args, **kwargs)
@@ -675,16 +675,16 @@ async def test_cancel_after_infra_steps_leaves_nothing(env: Env, point: str, mon
             await asyncio.Event().wait()
             raise AssertionError("not reached")
 
-        monkeypatch.setattr(conmon, "create", create_then_wait)
+        monkeypatch.setattr(OCIRuntime, "create", create_then_wait)
     else:
-        real_start = pycri.oci.start
+        real_start = OCIRuntime.start
 
         async def start_then_wait(*args: Any, **kwargs: Any) -> None:
             await real_start(*args, **kwargs)
             reached.set()
             await asyncio.Event().wait()
 
-        monkeypatch.setattr(pycri.oci, "start", start_then_wait)
+        monkeypatch.setattr(OCIRuntime, "start", start_then_wait)
 
     task = asyncio.create_task(env.svc.run(env.config(), ""))
     await cancel_when(task, reached.wait)

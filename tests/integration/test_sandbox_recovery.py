@@ -346,12 +346,11 @@ CRASH_SCRIPT = """
 import asyncio, os, sys
 from pathlib import Path
 
-import pycri.oci
 from pycri import config, daemon
 from pycri.api import api_pb2 as api
 from pycri.network import cni_exec
 from pycri.network.pod import CNIPodNetwork
-from pycri.oci import handlers_from_config
+from pycri.oci import OCIRuntime, handlers_from_config
 from pycri.sandboxes.model import State
 from pycri.sandboxes.service import SandboxService
 from pycri.store import Store
@@ -373,7 +372,7 @@ async def main():
     svc = SandboxService(cfg, store, handlers_from_config(cfg), network)
     await svc.recover()
     svc.before_step = lambda step: crash(svc) if step == point else None
-    real_add, real_start = cni_exec.add, pycri.oci.start
+    real_add, real_start = cni_exec.add, OCIRuntime.start
 
     async def add_then_crash(network, *args, **kwargs):
         result = await real_add(network, *args, **kwargs)
@@ -386,7 +385,7 @@ async def main():
         if point == "infra-started":
             crash(svc)
 
-    cni_exec.add, pycri.oci.start = add_then_crash, start_then_crash
+    cni_exec.add, OCIRuntime.start = add_then_crash, start_then_crash
     metadata = api.PodSandboxMetadata(name="crash", namespace="pycri-recovery", uid="crash-" + point)
     await svc.run(api.PodSandboxConfig(metadata=metadata, hostname="crash"), "")
     os.write(1, b"run completed without crashing\\n")
