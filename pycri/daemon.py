@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from pycri.config import Config
 from pycri.containers.registry import ContainerRegistry
 from pycri.containers.service import ContainerService
 from pycri.containers.specs import SpecFactory
+from pycri.containers.streaming import StreamingBackend
 from pycri.host import checks
 from pycri.images.service import ImageService
 from pycri.network.pod import CNIPodNetwork
@@ -57,7 +59,9 @@ from pycri.server.runtime_info import RuntimeInfoService
 from pycri.server.sandbox_run import SandboxRunService
 from pycri.server.sandbox_status import SandboxStatusService
 from pycri.server.sandbox_stop import SandboxStopService
+from pycri.server.streaming import StreamingService
 from pycri.store import Store
+from pycri.streaming.server import StreamingServer
 
 log = logging.getLogger("pycri.daemon")
 
@@ -125,6 +129,18 @@ def daemon_lock(state_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def streaming_tls(cfg: Config) -> ssl.SSLContext | None:
+    """The streaming server's TLS context, when the configuration names a certificate."""
+    if not cfg.streaming.tls_cert_file:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cfg.streaming.tls_cert_file, cfg.streaming.tls_key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise DaemonError(f"streaming.tls_cert_file/tls_key_file: cannot load: {exc}") from exc
+    return context
+
+
 class Daemon:
     def __init__(self, cfg: Config, load: Callable[[], Config] | None = None) -> None:
         self.cfg = cfg
@@ -136,6 +152,7 @@ class Daemon:
         self.sandboxes: SandboxService | None = None
         self.containers: ContainerService | None = None
         self.servers: list[grpc.aio.Server] = []
+        self.streaming: StreamingServer | None = None
         self.bound: list[Path] = []
         self._stop = asyncio.Event()
 
@@ -196,7 +213,12 @@ class Daemon:
         await self.sandboxes.recover()
         await self.containers.recover()
         await self.images.start()
+        self.streaming = StreamingServer(
+            StreamingBackend(self.containers, self.sandboxes), cfg.streaming.address, cfg.streaming.port, streaming_tls(cfg)
+        )
+        await self.streaming.start()
         families: list[object] = [
+            StreamingService(self.streaming, self.containers, self.sandboxes),
             RuntimeInfoService(node),
             ContainerCreateService(self.containers),
             ContainerStopService(self.containers),
@@ -222,6 +244,8 @@ class Daemon:
     async def stop(self) -> None:
         log.info("shutting down: finishing in-flight calls (up to %.0fs)", SHUTDOWN_GRACE)
         await asyncio.gather(*(s.stop(SHUTDOWN_GRACE) for s in self.servers))
+        if self.streaming is not None:
+            await self.streaming.stop()
         for path in self.bound:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
