@@ -12,7 +12,9 @@ For each runtime (a temporary pycri daemon, then containerd when it answers), in
   ``crictl exec CONTAINER true`` and ``kubectl exec`` do), the command run, its exit status
   read, the connection closed; the same again over WebSocket;
 - ``port-forward``: ``--transfers`` times, ``--megabytes`` MiB read from ``nc`` in the pod
-  through a port-forward session over SPDY; throughput in MiB/s (p50 and the slowest).
+  through a port-forward session over SPDY; throughput in MiB/s (p50 and the slowest). With
+  ``crictl`` on PATH, the same through ``crictl port-forward`` (client-go's Go SPDY client,
+  as kubectl's) read from its local port by a plain socket.
 
 Both runtimes are driven by the same client (pycri.client.streaming), so the difference is the
 runtimes' streaming servers and exec paths. Every pod carries the label
@@ -24,8 +26,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import secrets
+import shutil
+import socket
 import statistics
+import subprocess
 import tempfile
 import time
 import uuid
@@ -42,14 +48,16 @@ PORT = 8080
 
 
 class StreamingSuite:
-    def __init__(self, label: str, client: Client, args: argparse.Namespace) -> None:
+    def __init__(self, label: str, client: Client, endpoint: str, args: argparse.Namespace) -> None:
         self.label = label
         self.client = client
+        self.endpoint = endpoint
         self.args = args
         self.token = secrets.token_hex(4)
         self.pod_id = ""
         self.results: list[Result] = []
         self.throughput: list[float] = []
+        self.crictl_throughput: list[float] = []
 
     def setup(self) -> str:
         self.client.pull_image(api.PullImageRequest(image=api.ImageSpec(image=IMAGE)), timeout=120)
@@ -119,10 +127,50 @@ class StreamingSuite:
         await self.transfer()  # warm-up
         self.throughput = [await self.transfer() for _ in range(self.args.transfers)]
 
+    def wait_listening(self, cid: str) -> None:
+        """Until nc in the pod listens on PORT again (it restarts after each transfer)."""
+        listening = re.compile(rf":{PORT:04X} [0-9A-F]+:0000 0A ")  # /proc/net/tcp: local, remote, state LISTEN
+        for _ in range(100):
+            request = api.ExecSyncRequest(container_id=cid, cmd=["cat", "/proc/net/tcp", "/proc/net/tcp6"], timeout=10)
+            if listening.search(self.client.exec_sync(request, timeout=30).stdout.decode()):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.label}: nothing listens on port {PORT} in the pod")
+
+    def crictl_transfers(self, crictl: str, cid: str) -> list[float]:
+        """MiB/s of --transfers downloads through ``crictl port-forward`` (client-go's SPDY client)."""
+        with socket.socket() as free:
+            free.bind(("127.0.0.1", 0))
+            port = free.getsockname()[1]
+        argv = [crictl, "--runtime-endpoint", self.endpoint, "port-forward", self.pod_id, f"{port}:{PORT}"]
+        forward = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wanted, results = self.args.megabytes << 20, list[float]()
+        try:
+            assert forward.stdout is not None
+            if "Forwarding from" not in forward.stdout.readline():
+                raise RuntimeError(f"{self.label}: crictl port-forward failed: {forward.communicate()[1]}")
+            while len(results) < self.args.transfers + 1:  # the first is a warm-up
+                self.wait_listening(cid)  # kubectl's and crictl's port-forward end at a refused connection
+                with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+                    start, received = time.perf_counter(), 0
+                    while received < wanted and (data := conn.recv(1 << 20)):
+                        received += len(data)
+                    if received >= wanted:
+                        results.append(wanted / (1 << 20) / (time.perf_counter() - start))
+                    else:
+                        time.sleep(0.1)  # the listener restarts between transfers
+        finally:
+            forward.terminate()
+            forward.wait()
+        return results[1:]
+
     def run(self) -> list[Result]:
         try:
             cid = self.setup()
             asyncio.run(self.measure(cid))
+            crictl = shutil.which("crictl")
+            if crictl:
+                self.crictl_throughput = self.crictl_transfers(crictl, cid)
         finally:
             self.cleanup()
         return self.results
@@ -146,28 +194,36 @@ def main(argv: list[str] | None = None) -> int:
     os.close(fd)
     try:
         with BenchDaemon.temporary(images={"registries_conf": conf}) as daemon, Client(daemon.socket, timeout=30) as client:
-            suite = StreamingSuite("pycri", client, args)
+            suite = StreamingSuite("pycri", client, daemon.endpoint, args)
             ours = suite.run()
-            ours_throughput = suite.throughput
+            ours_throughput, ours_crictl = suite.throughput, suite.crictl_throughput
     finally:
         os.unlink(conf)
     theirs: list[Result] | None = None
     theirs_throughput: list[float] = []
+    theirs_crictl: list[float] = []
     endpoint = containerd_endpoint(args.containerd)
     if endpoint:
         with Client(endpoint, timeout=30) as client:
             if answers(client, endpoint):
-                suite = StreamingSuite("containerd", client, args)
+                suite = StreamingSuite("containerd", client, endpoint, args)
                 theirs = suite.run()
-                theirs_throughput = suite.throughput
+                theirs_throughput, theirs_crictl = suite.throughput, suite.crictl_throughput
     print(f"{IMAGE}; {args.count} exec round trips per transport; {args.transfers} x {args.megabytes} MiB port-forward (SPDY)")
     print(report(ours, theirs))
     print(summary(ours, theirs))
-    print(throughput_line("pycri", ours_throughput))
-    if theirs_throughput:
-        print(throughput_line("containerd", theirs_throughput))
-        ratio = statistics.median(ours_throughput) / statistics.median(theirs_throughput)
-        print(f"port-forward throughput pycri/containerd p50: {ratio:.2f} (above 1.0 means pycri is faster)")
+    for client_name, mine, other in (
+        ("pycri.client", ours_throughput, theirs_throughput),
+        ("crictl", ours_crictl, theirs_crictl),
+    ):
+        if not mine:
+            continue
+        print(f"through {client_name}:")
+        print(throughput_line("pycri", mine))
+        if other:
+            print(throughput_line("containerd", other))
+            ratio = statistics.median(mine) / statistics.median(other)
+            print(f"port-forward throughput pycri/containerd p50: {ratio:.2f} (above 1.0 means pycri is faster)")
     print(f"total {time.monotonic() - started:.0f}s")
     return 0
 

@@ -24,7 +24,7 @@ from pycri.streaming.websocket import ChannelData, ConnectionClosed, WebSocketCh
 log = logging.getLogger("pycri.streaming")
 
 PAIR_TIMEOUT = 30.0  # kubelet's stream creation timeout for the second stream of a pair
-COPY_CHUNK = 64 * 1024
+COPY_CHUNK = 256 * 1024
 
 Dial = Callable[[int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 

@@ -26,9 +26,9 @@ from pycri.streaming import spdy
 
 log = logging.getLogger("pycri.streaming")
 
-READ_CHUNK = 64 * 1024
+READ_CHUNK = 256 * 1024
 MAX_BUFFERED = 4 * 1024 * 1024  # bytes received but not yet read, over all streams
-MAX_DATA_FRAME = 32 * 1024  # what one write sends per DATA frame
+MAX_DATA_FRAME = 256 * 1024  # what one write sends per DATA frame
 
 
 class ByteReader(Protocol):
