@@ -10,7 +10,8 @@ For each runtime (a temporary pycri daemon, then containerd when it answers), in
 
 - ``Exec true``: ``--count`` times, the Exec RPC, the connection to its URL over SPDY (what
   ``crictl exec CONTAINER true`` and ``kubectl exec`` do), the command run, its exit status
-  read, the connection closed; the same again over WebSocket;
+  read, the connection closed; the same again over WebSocket; and, with ``crictl`` on PATH,
+  ``crictl exec CONTAINER true`` itself;
 - ``port-forward``: ``--transfers`` times, ``--megabytes`` MiB read from ``nc`` in the pod
   through a port-forward session over SPDY; throughput in MiB/s (p50 and the slowest). With
   ``crictl`` on PATH, the same through ``crictl port-forward`` (client-go's Go SPDY client,
@@ -127,6 +128,17 @@ class StreamingSuite:
         await self.transfer()  # warm-up
         self.throughput = [await self.transfer() for _ in range(self.args.transfers)]
 
+    def crictl_exec(self, crictl: str, cid: str) -> Result:
+        """``crictl exec CONTAINER true``, the whole command: what a person or a script waits for."""
+        argv = [crictl, "--runtime-endpoint", self.endpoint, "exec", cid, "true"]
+        samples = []
+        for i in range(self.args.count + 5):
+            start = time.perf_counter()
+            subprocess.run(argv, check=True, capture_output=True)
+            if i >= 5:  # warm-up
+                samples.append((time.perf_counter() - start) * 1000)
+        return Result("crictl exec true", samples)
+
     def wait_listening(self, cid: str) -> None:
         """Until nc in the pod listens on PORT again (it restarts after each transfer)."""
         listening = re.compile(rf":{PORT:04X} [0-9A-F]+:0000 0A ")  # /proc/net/tcp: local, remote, state LISTEN
@@ -170,6 +182,7 @@ class StreamingSuite:
             asyncio.run(self.measure(cid))
             crictl = shutil.which("crictl")
             if crictl:
+                self.results.append(self.crictl_exec(crictl, cid))
                 self.crictl_throughput = self.crictl_transfers(crictl, cid)
         finally:
             self.cleanup()
