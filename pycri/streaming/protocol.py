@@ -47,17 +47,44 @@ Port forward:
   :func:`parse_ports_query`); port *i* uses channel ``2*i`` for data and
   ``2*i+1`` for errors, and the server's first message on both is the port as
   two little-endian bytes.  See :mod:`pycri.streaming.websocket`.
+
+The errors (:mod:`pycri.streaming.errors`), the Status JSON
+(:mod:`pycri.streaming.status`) and the resize decoder
+(:mod:`pycri.streaming.resize`) live in modules of their own; this one
+re-exports their names.
 """
 
 from __future__ import annotations
 
 import enum
-import http
-import json
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from pycri.streaming.errors import (
+    HandshakeError,
+    PortForwardOptionsError,
+    PortForwardPairError,
+    StreamHeaderError,
+    StreamingError,
+)
+from pycri.streaming.resize import ResizeDecoder, TerminalSize
+from pycri.streaming.status import (
+    CAUSE_EXIT_CODE,
+    REASON_INTERNAL_ERROR,
+    REASON_NON_ZERO_EXIT_CODE,
+    STATUS_FAILURE,
+    STATUS_SUCCESS,
+    Status,
+    StatusCause,
+    _go_list,
+    exec_exit_error,
+    status_exit_code,
+    status_failure,
+    status_internal_error,
+    status_success,
+)
 
 # --- names -------------------------------------------------------------------
 
@@ -93,12 +120,6 @@ RESIZE_CHANNEL = 4
 #: First byte of a v5 CLOSE signal; the second is the channel being half-closed.
 CLOSE_SIGNAL = 255
 
-STATUS_SUCCESS = "Success"
-STATUS_FAILURE = "Failure"
-REASON_NON_ZERO_EXIT_CODE = "NonZeroExitCode"
-REASON_INTERNAL_ERROR = "InternalError"
-CAUSE_EXIT_CODE = "ExitCode"
-
 
 class StreamType(enum.StrEnum):
     """Values of the ``streamType`` header of a SPDY stream."""
@@ -109,71 +130,6 @@ class StreamType(enum.StrEnum):
     ERROR = "error"
     RESIZE = "resize"
     DATA = "data"
-
-
-# --- errors ------------------------------------------------------------------
-
-
-class StreamingError(Exception):
-    """Base of this package's errors."""
-
-
-class HandshakeError(StreamingError):
-    """The upgrade request is refused; write :meth:`response` and close the connection.
-
-    ``status`` and the extra ``headers`` are upstream's; the body is the
-    message and a newline as ``http.Error`` writes it, also where upstream's
-    WebSocket library sends none (the 403 for no common subprotocol).
-    """
-
-    def __init__(self, status: int, message: str, headers: Sequence[tuple[str, str]] = ()) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = tuple(headers)
-
-    def response(self) -> bytes:
-        """A complete HTTP/1.1 response, ``Connection: close``."""
-        body = (self.message + "\n").encode("utf-8", "replace")
-        lines = [f"HTTP/1.1 {self.status} {_status_phrase(self.status)}"]
-        lines += [f"{name}: {value}" for name, value in self.headers]
-        lines += [
-            "Content-Type: text/plain; charset=utf-8",
-            "X-Content-Type-Options: nosniff",
-            f"Content-Length: {len(body)}",
-            "Connection: close",
-        ]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + body
-
-
-class PortForwardOptionsError(HandshakeError):
-    """Unusable port-forward ports (the kubelet answers 400 Bad Request)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(400, message)
-
-
-class StreamHeaderError(StreamingError):
-    """A SPDY stream's headers are unusable; upstream resets (RST_STREAM) that stream."""
-
-
-class PortForwardPairError(StreamingError):
-    """A second data or error stream for one request ID.
-
-    Upstream writes ``str(error)`` on the pair's error stream, if it has one, and
-    leaves the offending stream alone (``httpStreamHandler.run``).
-    """
-
-    def __init__(self, request_id: str, problem: str) -> None:
-        super().__init__(f"error processing stream for request {request_id}: {problem}")
-        self.request_id = request_id
-
-
-def _status_phrase(status: int) -> str:
-    try:
-        return http.HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
 
 
 # --- headers -----------------------------------------------------------------
@@ -207,11 +163,6 @@ def header_value(headers: Headers, name: str) -> str:
     """The first value of header ``name``, ``""`` when absent (Go's ``http.Header.Get``)."""
     values = header_values(headers, name)
     return values[0] if values else ""
-
-
-def _go_list(items: Sequence[str]) -> str:
-    """How Go's ``%v`` prints a ``[]string``."""
-    return "[" + " ".join(items) + "]"
 
 
 def is_upgrade_request(headers: Headers) -> bool:
@@ -566,369 +517,6 @@ def _query_values(query: str, name: str) -> list[str]:
         if key == name:
             out.append(value)
     return out
-
-
-# --- Status ------------------------------------------------------------------
-
-
-def _go_json_string(text: str) -> str:
-    """A JSON string as Go's ``encoding/json`` writes it (HTML-safe escapes, invalid text as U+FFFD)."""
-    out = ['"']
-    for char in text:
-        code = ord(char)
-        if char == '"':
-            out.append('\\"')
-        elif char == "\\":
-            out.append("\\\\")
-        elif char in _SHORT_ESCAPES:
-            out.append(_SHORT_ESCAPES[char])
-        elif code < 0x20 or char in "<>&\u2028\u2029":
-            out.append(f"\\u{code:04x}")
-        elif 0xD800 <= code <= 0xDFFF:  # a lone surrogate: Go writes invalid UTF-8 as this escape
-            out.append("\\ufffd")
-        else:
-            out.append(char)
-    out.append('"')
-    return "".join(out)
-
-
-_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
-
-
-@dataclass(frozen=True)
-class StatusCause:
-    """``metav1.StatusCause``; ``reason`` is the Go field ``Type`` (JSON ``reason``)."""
-
-    reason: str = ""
-    message: str = ""
-    field: str = ""
-
-    def to_json(self) -> str:
-        parts = [
-            f'"{key}":{_go_json_string(value)}'
-            for key, value in (("reason", self.reason), ("message", self.message), ("field", self.field))
-            if value
-        ]
-        return "{" + ",".join(parts) + "}"
-
-
-@dataclass(frozen=True)
-class Status:
-    """The ``metav1.Status`` the server writes on the error stream when a command ends.
-
-    ``details`` None means no ``details`` member; an empty tuple means ``{}``.
-    """
-
-    status: str
-    message: str = ""
-    reason: str = ""
-    details: tuple[StatusCause, ...] | None = None
-    code: int = 0
-
-    @classmethod
-    def success(cls) -> Status:
-        return cls(STATUS_SUCCESS)
-
-    @classmethod
-    def non_zero_exit(cls, exit_code: int, error: str) -> Status:
-        """``ServeExec`` for an exited process: ``error`` is the runtime's error text (see :func:`exec_exit_error`)."""
-        if exit_code == 0:
-            raise ValueError("a zero exit code is a success, not a NonZeroExitCode status")
-        return cls(
-            STATUS_FAILURE,
-            message=f"command terminated with non-zero exit code: {error}",
-            reason=REASON_NON_ZERO_EXIT_CODE,
-            details=(StatusCause(reason=CAUSE_EXIT_CODE, message=str(exit_code)),),
-        )
-
-    @classmethod
-    def internal_error(cls, error: str) -> Status:
-        """``apierrors.NewInternalError``: what exec/attach report for any other failure."""
-        return cls(
-            STATUS_FAILURE,
-            message=f"Internal error occurred: {error}",
-            reason=REASON_INTERNAL_ERROR,
-            details=(StatusCause(message=error),),
-            code=500,
-        )
-
-    def to_json(self) -> bytes:
-        """``json.Marshal(metav1.Status)``: fields in struct order, empty ones omitted, ``metadata`` always ``{}``."""
-        parts = ['"metadata":{}']
-        if self.status:
-            parts.append(f'"status":{_go_json_string(self.status)}')
-        if self.message:
-            parts.append(f'"message":{_go_json_string(self.message)}')
-        if self.reason:
-            parts.append(f'"reason":{_go_json_string(self.reason)}')
-        if self.details is not None:
-            causes = '"causes":[' + ",".join(c.to_json() for c in self.details) + "]" if self.details else ""
-            parts.append('"details":{' + causes + "}")
-        if self.code:
-            parts.append(f'"code":{self.code}')
-        return ("{" + ",".join(parts) + "}").encode("utf-8")
-
-    def to_text(self) -> bytes:
-        """The v1-v3 error stream: nothing on success, else the message (``StatusError.Error()``)."""
-        if self.status == STATUS_SUCCESS:
-            return b""
-        try:
-            return self.message.encode("utf-8", "surrogateescape")
-        except UnicodeEncodeError:
-            return self.message.encode("utf-8", "replace")
-
-    def encode(self, protocol: str) -> bytes:
-        """The error-stream payload for a negotiated remote-command protocol (SPDY names)."""
-        return self.to_json() if remote_command_version(protocol).status_as_json else self.to_text()
-
-
-def exec_exit_error(cmd: Sequence[str], exit_code: int) -> str:
-    """The error text containerd (and CRI-O's VM runtimes) give a non-zero exit: ``[sh -c exit 3]`` is Go's ``%v``."""
-    return f"error executing command {_go_list(cmd)}, exit code {exit_code}"
-
-
-def status_success() -> bytes:
-    """``{"metadata":{},"status":"Success"}``."""
-    return Status.success().to_json()
-
-
-def status_exit_code(exit_code: int, cmd: Sequence[str]) -> bytes:
-    """The JSON for an exec whose process exited non-zero, message as containerd's kubelet-derived server words it."""
-    return Status.non_zero_exit(exit_code, exec_exit_error(cmd, exit_code)).to_json()
-
-
-def status_failure(message: str, reason: str = REASON_INTERNAL_ERROR, code: int = 0) -> bytes:
-    """A bare failure Status; for upstream's exec/attach errors use :func:`status_internal_error`."""
-    return Status(STATUS_FAILURE, message=message, reason=reason, code=code).to_json()
-
-
-def status_internal_error(error: str) -> bytes:
-    """The JSON of ``NewInternalError``; ``error`` as the kubelet words it, e.g.
-    ``"error executing command in container: ..."`` or ``"error attaching to container: ..."``."""
-    return Status.internal_error(error).to_json()
-
-
-# --- terminal resize ---------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TerminalSize:
-    """``remotecommand.TerminalSize`` (two ``uint16``)."""
-
-    width: int
-    height: int
-
-
-class _JsonObject:
-    __slots__ = ("pairs",)
-
-    def __init__(self, pairs: list[tuple[str, object]]) -> None:
-        self.pairs = pairs
-
-
-class _JsonNumber:
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-
-def _reject_constant(name: str) -> object:
-    raise ValueError(f"invalid character {name[0]!r} looking for beginning of value")
-
-
-def _go_type_name(value: object) -> str:
-    if isinstance(value, _JsonNumber):
-        return f"number {value.text}"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-_WS = b" \t\r\n"
-_FIELDS = {"width": "Width", "height": "Height"}
-
-
-class ResizeDecoder:
-    """Terminal sizes from the bytes of a resize stream, as upstream's ``json.Decoder`` loop reads them.
-
-    :meth:`feed` takes bytes split anywhere and returns the sizes completed.
-    Like ``encoding/json`` decoding into ``TerminalSize``: keys match the
-    fields ``Width``/``Height`` case-insensitively, unknown keys are ignored, a
-    missing or ``null`` field is 0, and a top-level ``null`` is a 0x0 size (it
-    ends at the next byte or at :meth:`feed_eof`).  The first error -- a syntax
-    error, a value that is not an object, a field that is not an integer in
-    0..65535 -- ends decoding for good, as upstream stops reading the stream:
-    :attr:`error` says why and later input is ignored.  Zero sizes are passed
-    on as upstream passes them; runtimes usually skip them.
-
-    Two differences: a single JSON value longer than ``max_value_bytes`` is an
-    error, so a client cannot grow the buffer without bound; and nesting deeper
-    than Python's recursion limit is an error where Go allows 10000 levels.
-    A syntax error inside an object is only noticed once the object's braces
-    balance, later than Go notices it, with the same outcome: no more sizes.
-    """
-
-    def __init__(self, max_value_bytes: int = 64 * 1024) -> None:
-        self.max_value_bytes = max_value_bytes
-        self._buf = bytearray()
-        self._scan = 0  # bytes of the pending object already scanned
-        self._depth = 0
-        self._in_string = False
-        self._escaped = False
-        self._error: str | None = None
-        self._eof = False
-
-    @property
-    def error(self) -> str | None:
-        """Why decoding stopped, or None while it goes on."""
-        return self._error
-
-    @property
-    def stopped(self) -> bool:
-        return self._error is not None or self._eof
-
-    def feed(self, data: bytes) -> list[TerminalSize]:
-        if self.stopped:
-            return []
-        self._buf += data
-        return self._drain(eof=False)
-
-    def feed_eof(self) -> list[TerminalSize]:
-        """The stream ended: completes a trailing ``null``; an unfinished object is an error."""
-        if self.stopped:
-            return []
-        sizes = self._drain(eof=True)
-        self._eof = True
-        return sizes
-
-    def _fail(self, message: str) -> None:
-        self._error = message
-        self._buf.clear()
-
-    def _drain(self, eof: bool) -> list[TerminalSize]:
-        sizes: list[TerminalSize] = []
-        buf = self._buf
-        while self._error is None:
-            start = 0
-            while start < len(buf) and buf[start] in _WS:
-                start += 1
-            if start:
-                del buf[:start]
-            if not buf:
-                break
-            first = buf[0]
-            if first == ord("{"):
-                end = self._scan_object()
-                if end is None:
-                    if eof:
-                        self._fail("unexpected EOF")
-                    elif len(buf) > self.max_value_bytes:
-                        self._fail(f"resize message longer than {self.max_value_bytes} bytes")
-                    break
-                value = bytes(buf[:end])
-                del buf[:end]
-                size = self._decode_object(value)
-                if size is not None:
-                    sizes.append(size)
-            elif first == ord("n"):
-                head = bytes(buf[:4])
-                if not b"null".startswith(head):
-                    self._fail(
-                        f"invalid character {chr(buf[len(_common_prefix(head, b'null'))])!r} in literal null (expecting 'null')"
-                    )
-                    break
-                # Go's scanner only knows a literal has ended when it sees the next byte (or EOF).
-                if len(buf) < 4 or (len(buf) == 4 and not eof):
-                    if eof:
-                        self._fail("unexpected EOF")
-                    break
-                del buf[:4]
-                sizes.append(TerminalSize(0, 0))
-            else:
-                self._fail(_not_an_object(first))
-        return sizes
-
-    def _scan_object(self) -> int | None:
-        """End offset of the object at the start of the buffer, or None if it is not complete yet."""
-        buf = self._buf
-        for i in range(self._scan, len(buf)):
-            c = buf[i]
-            if self._in_string:
-                if self._escaped:
-                    self._escaped = False
-                elif c == 0x5C:  # backslash
-                    self._escaped = True
-                elif c == 0x22:  # quote
-                    self._in_string = False
-            elif c == 0x22:
-                self._in_string = True
-            elif c in b"{[":
-                self._depth += 1
-            elif c in b"}]":
-                self._depth -= 1
-                if self._depth == 0:
-                    self._scan = 0
-                    if c == ord("]"):
-                        self._fail("invalid character ']' after object key:value pair")
-                        return None
-                    return i + 1
-        self._scan = len(buf)
-        return None
-
-    def _decode_object(self, value: bytes) -> TerminalSize | None:
-        try:
-            parsed = json.loads(
-                value.decode("utf-8", "replace"),
-                object_pairs_hook=_JsonObject,
-                parse_int=_JsonNumber,
-                parse_float=_JsonNumber,
-                parse_constant=_reject_constant,
-            )
-        except (ValueError, RecursionError) as exc:
-            self._fail(f"invalid resize message: {exc}")
-            return None
-        assert isinstance(parsed, _JsonObject)
-        fields = {"Width": 0, "Height": 0}
-        for key, item in parsed.pairs:
-            name = _FIELDS.get(key.lower()) if key.isascii() else None
-            if name is None or item is None:
-                continue
-            number = _uint16(item)
-            if number is None:
-                self._fail(
-                    f"json: cannot unmarshal {_go_type_name(item)} into Go struct field TerminalSize.{name} of type uint16"
-                )
-                return None
-            fields[name] = number
-        return TerminalSize(fields["Width"], fields["Height"])
-
-
-def _uint16(value: object) -> int | None:
-    """Go's ``strconv.ParseUint(text, 10, 64)`` plus the uint16 overflow check."""
-    if not isinstance(value, _JsonNumber) or not value.text.isdigit():
-        return None
-    number = int(value.text)
-    return number if number <= 0xFFFF else None
-
-
-def _common_prefix(a: bytes, b: bytes) -> bytes:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return a[:n]
-
-
-def _not_an_object(first: int) -> str:
-    kinds = {ord("["): "array", ord('"'): "string", ord("t"): "bool", ord("f"): "bool", ord("-"): "number"}
-    kind = kinds.get(first, "number" if chr(first).isdigit() else None)
-    if kind is not None:
-        return f"json: cannot unmarshal {kind} into Go value of type remotecommand.TerminalSize"
-    return f"invalid character {chr(first)!r} looking for beginning of value"
 
 
 __all__ = [

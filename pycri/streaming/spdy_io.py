@@ -6,7 +6,7 @@ the client opens with a SYN_REPLY (as apimachinery's spdy server accepts every s
 and queues it for :meth:`SpdySession.accept`; data goes to that stream's buffer.
 
 Back-pressure: spdystream, the client library of kubectl and crictl, does no flow control
-(see spdy.py), so the only brake on a fast sender is TCP. When the data buffered for
+(see pycri.streaming.spdy), so the only brake on a fast sender is TCP. When the data buffered for
 readers passes ``MAX_BUFFERED`` the reader task stops reading the socket until readers
 catch up. Writes go through ``StreamWriter.drain``; where the peer does speak flow control,
 a write waits for its window.
