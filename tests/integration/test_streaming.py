@@ -148,7 +148,7 @@ CLIENT = textwrap.dedent(
     from pycri.client.streaming import RemoteCommand
     async def main():
         cmd = await RemoteCommand.open(sys.argv[1], stdin=True, tty=True)
-        await cmd.write(b"echo started; exec sleep 4242\\n")
+        await cmd.write(b"echo sta''rted; exec sleep 4242\\n")  # the echo of the typed line is not "started"
         while b"started" not in (await cmd.read() or (None, b"started"))[1]:
             pass
         print("ready", flush=True)
@@ -179,7 +179,7 @@ def test_a_killed_client_leaves_nothing_behind(h: Harness, handler: str) -> None
     try:
         assert client.stdout is not None
         assert client.stdout.readline().strip() == "ready"
-        assert "sleep 4242" in h.sh(cid, "ps -o args")
+        wait_for("the exec'd command", lambda: "sleep 4242" in h.sh(cid, "ps -o args"))
     finally:
         client.send_signal(signal.SIGKILL)
         client.wait()
