@@ -35,6 +35,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto import events as wse
 
 from pycri.streaming import protocol, spdy
+from pycri.tasks import cancel
 
 Transport = Literal["spdy", "websocket"]
 READ_CHUNK = 64 * 1024
@@ -337,9 +338,7 @@ class RemoteCommand:
         raise StreamingError(str(status.get("message") or status))
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel(self._tasks)
         if self._spdy is not None:
             await self._spdy.close()
         if self._ws is not None:

@@ -20,6 +20,7 @@ from pycri import errors
 from pycri.streaming import protocol
 from pycri.streaming.spdy_io import SpdySession, SpdyStream
 from pycri.streaming.websocket import ChannelData, ConnectionClosed, WebSocketChannelServer
+from pycri.tasks import cancel
 
 log = logging.getLogger("pycri.streaming")
 
@@ -80,9 +81,7 @@ async def serve_spdy(session: SpdySession, sandbox_id: str, dial: Dial) -> None:
                 assert pair.error is not None
                 spawn(_forward_spdy(pair.data, pair.error, pair.port, sandbox_id, dial))
     finally:
-        for task in [*timers.values(), *tasks]:
-            task.cancel()
-        await asyncio.gather(*timers.values(), *tasks, return_exceptions=True)
+        await cancel([*timers.values(), *tasks])
         await session.close()
 
 
@@ -140,9 +139,7 @@ async def _join(
     except (ConnectionError, OSError) as exc:
         log.debug("streaming: port-forward connection ended: %s", exc)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel(tasks)
         writer.close()
         with contextlib.suppress(ConnectionError, OSError):
             await writer.wait_closed()
@@ -210,9 +207,7 @@ async def serve_websocket(
     except (ConnectionError, OSError) as exc:
         log.debug("streaming: WebSocket port-forward connection lost: %s", exc)
     finally:
-        for task in forwards:
-            task.cancel()
-        await asyncio.gather(*forwards, return_exceptions=True)
+        await cancel(forwards)
         with contextlib.suppress(ConnectionError, OSError):
             if ws.can_send and not writer.is_closing():
                 writer.write(ws.close())

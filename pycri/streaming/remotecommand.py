@@ -21,19 +21,9 @@ from pycri import errors
 from pycri.streaming import protocol
 from pycri.streaming.protocol import Status, TerminalSize
 from pycri.streaming.requests import ExecSession, Session
-
-__all__ = [
-    "ClientStreams",
-    "ExecSession",
-    "SpdyStreams",
-    "WebSocketStreams",
-    "attach_status",
-    "exec_status",
-    "serve",
-    "spdy_streams",
-]
 from pycri.streaming.spdy_io import SpdySession, SpdyStream
 from pycri.streaming.websocket import ChannelClosed, ChannelData, ConnectionClosed, Resize, WebSocketChannelServer
+from pycri.tasks import cancel
 
 log = logging.getLogger("pycri.streaming")
 
@@ -258,9 +248,7 @@ async def serve(
         else:  # the client went away: nothing more to tell it; stop what it started
             log.debug("streaming: the client left; ending its session")
     finally:
-        for task in [*pumps, gone]:
-            task.cancel()
-        await asyncio.gather(*pumps, gone, return_exceptions=True)
+        await cancel([*pumps, gone])
         await session.close()
         await client.close()
 

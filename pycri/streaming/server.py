@@ -29,6 +29,7 @@ from pycri.streaming.spdy import UPGRADE_PROTOCOL
 from pycri.streaming.spdy_io import SpdySession
 from pycri.streaming.tokens import RequestCache
 from pycri.streaming.websocket import WebSocketChannelServer
+from pycri.tasks import cancel
 
 log = logging.getLogger("pycri.streaming")
 
@@ -71,9 +72,7 @@ class StreamingServer:
         """Stop listening and end every session (their commands are killed, as kubelet's Stop does)."""
         if self._server is not None:
             self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        await cancel(list(self._connections))
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
