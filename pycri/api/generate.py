@@ -1,9 +1,12 @@
-"""Regenerate the Python modules of ``pycri/api/api.proto`` and ``pycri/api/admin.proto``.
+"""Regenerate the Python modules of pycri's .proto files.
 
-Run ``python -m pycri.api.generate`` from anywhere; it writes ``api_pb2.py``,
-``api_pb2_grpc.py``, ``admin_pb2.py``, ``admin_pb2_grpc.py`` and their ``.pyi``
-stubs (mypy-protobuf) beside the .proto files.
-``--out DIR`` writes them elsewhere; ``--check`` regenerates into a temporary
+Run ``python -m pycri.api.generate`` from anywhere. For ``pycri/api/api.proto`` and
+``pycri/api/admin.proto`` (gRPC services) it writes ``*_pb2.py``, ``*_pb2_grpc.py`` and
+their ``.pyi`` stubs (mypy-protobuf); for NRI's ``pycri/nri/api.proto`` and
+``pycri/nri/ttrpc.proto`` (carried by ttrpc, not gRPC) only ``*_pb2.py`` and ``.pyi``.
+Each lands beside its .proto file. ``GENERATED`` names them relative to the ``pycri``
+package directory (``api/api_pb2.py``, ``nri/ttrpc_pb2.pyi``, ...).
+``--out DIR`` writes that tree under DIR instead; ``--check`` regenerates into a temporary
 directory and lists how the committed modules differ (exit 1 if they do). Needs the
 ``dev`` extra (grpcio-tools, mypy-protobuf), at the versions of requirements/dev.txt.
 
@@ -26,12 +29,18 @@ import tempfile
 from pathlib import Path
 
 API_DIR = Path(__file__).resolve().parent
-ROOT = API_DIR.parent.parent
+PKG_DIR = API_DIR.parent  # pycri/
+ROOT = PKG_DIR.parent
 PROTO = API_DIR / "api.proto"  # runtime.v1, the CRI
 ADMIN_PROTO = API_DIR / "admin.proto"  # pycri.admin.v1, pycri's own
-PROTOS = (PROTO, ADMIN_PROTO)
+NRI_PROTO = PKG_DIR / "nri" / "api.proto"  # nri.pkg.api.v1alpha1, containerd's NRI
+TTRPC_PROTO = PKG_DIR / "nri" / "ttrpc.proto"  # ttrpc's Request/Response envelope
+_GRPC = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+_MESSAGES = ("_pb2.py", "_pb2.pyi")
+TARGETS = ((PROTO, _GRPC), (ADMIN_PROTO, _GRPC), (NRI_PROTO, _MESSAGES), (TTRPC_PROTO, _MESSAGES))
+PROTOS = tuple(proto for proto, _ in TARGETS)
 GENERATED = tuple(
-    f"{proto.stem}{suffix}" for proto in PROTOS for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+    str(proto.parent.relative_to(PKG_DIR) / f"{proto.stem}{suffix}") for proto, suffixes in TARGETS for suffix in suffixes
 )
 
 
@@ -58,11 +67,11 @@ def generate(out: Path) -> list[Path]:
         ]
         if protoc.main(args) != 0:
             raise RuntimeError("protoc failed on " + ", ".join(str(proto) for proto in PROTOS))
-        out.mkdir(parents=True, exist_ok=True)
         written = []
         for name in GENERATED:
             target = out / name
-            shutil.copyfile(Path(tmp) / "pycri" / "api" / name, target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(tmp) / "pycri" / name, target)
             written.append(target)
         return written
 
@@ -96,7 +105,7 @@ def masked(source: str) -> str:
     return source
 
 
-def differences(fresh_dir: Path, committed_dir: Path = API_DIR) -> list[str]:
+def differences(fresh_dir: Path, committed_dir: Path = PKG_DIR) -> list[str]:
     """How the committed generated files differ in meaning from freshly generated ones; [] when they match."""
     from google.protobuf import descriptor_pb2
 
@@ -108,7 +117,7 @@ def differences(fresh_dir: Path, committed_dir: Path = API_DIR) -> list[str]:
             a.ParseFromString(serialized_descriptor(fresh))
             b.ParseFromString(serialized_descriptor(committed))
             if a != b:
-                found.append(f"{name}: the file descriptor differs from api.proto's")
+                found.append(f"{name}: the file descriptor differs from its .proto's")
         if masked(fresh) != masked(committed):
             found.append(f"{name}: the generated code differs")
     return found
@@ -116,7 +125,7 @@ def differences(fresh_dir: Path, committed_dir: Path = API_DIR) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=API_DIR, help="directory to write to")
+    parser.add_argument("--out", type=Path, default=PKG_DIR, help="package directory to write the tree under")
     parser.add_argument("--check", action="store_true", help="only compare the committed modules with fresh ones")
     args = parser.parse_args(argv)
     if args.check:

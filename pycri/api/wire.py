@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from google.protobuf import descriptor_pb2
+from google.protobuf.descriptor import FileDescriptor
 
 from pycri.api import api_pb2
 
@@ -73,11 +74,16 @@ def shape_of(fdp: descriptor_pb2.FileDescriptorProto) -> str:
     return "\n".join(sorted(lines)) + "\n"
 
 
+def module_shape(file: FileDescriptor) -> str:
+    """The wire shape of a compiled .proto's descriptor (a ``*_pb2`` module's ``DESCRIPTOR``)."""
+    fdp = descriptor_pb2.FileDescriptorProto()
+    file.CopyToProto(fdp)
+    return shape_of(fdp)
+
+
 def wire_shape() -> str:
     """The wire shape of pycri's own compiled api.proto."""
-    fdp = descriptor_pb2.FileDescriptorProto()
-    api_pb2.DESCRIPTOR.CopyToProto(fdp)
-    return shape_of(fdp)
+    return module_shape(api_pb2.DESCRIPTOR)
 
 
 def compile_shape(proto: Path) -> str:
@@ -90,6 +96,7 @@ def compile_shape(proto: Path) -> str:
             [
                 "protoc",
                 f"--proto_path={proto.resolve().parent}",
+                f"--proto_path={Path(protoc.__file__).parent / '_proto'}",  # google/protobuf/*.proto
                 f"--descriptor_set_out={out}",
                 str(proto.resolve()),
             ]

@@ -33,27 +33,36 @@ def test_generated_modules_are_up_to_date(tmp_path: Path) -> None:
     assert generate.differences(tmp_path) == [], "stale generated code: run `python -m pycri.api.generate`"
 
 
-def test_check_sees_a_changed_descriptor_and_changed_code(tmp_path: Path) -> None:
+def _copy_generated(tmp_path: Path) -> None:
     for name in generate.GENERATED:
-        (tmp_path / name).write_text((generate.API_DIR / name).read_text())
-    pb2 = tmp_path / "api_pb2.py"
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text((generate.PKG_DIR / name).read_text())
+
+
+def test_check_sees_a_changed_descriptor_and_changed_code(tmp_path: Path) -> None:
+    _copy_generated(tmp_path)
+    pb2 = tmp_path / "api" / "api_pb2.py"
     pb2.write_text(pb2.read_text().replace("runtime_api_version\\x18\\x04", "runtime_api_version\\x18\\x05", 1))
-    grpc_py = tmp_path / "admin_pb2_grpc.py"
+    grpc_py = tmp_path / "api" / "admin_pb2_grpc.py"
     grpc_py.write_text(grpc_py.read_text().replace("def PullImage(", "def PullImages(", 1))
+    nri_pb2 = tmp_path / "nri" / "api_pb2.py"
+    nri_pb2.write_text(nri_pb2.read_text().replace("plugin_idx\\x18\\x02", "plugin_idx\\x18\\x04", 1))
     assert generate.differences(tmp_path) == [
-        "api_pb2.py: the file descriptor differs from api.proto's",
-        "admin_pb2_grpc.py: the generated code differs",
+        "api/api_pb2.py: the file descriptor differs from its .proto's",
+        "api/admin_pb2_grpc.py: the generated code differs",
+        "nri/api_pb2.py: the file descriptor differs from its .proto's",
     ]
 
 
 def test_check_ignores_the_generators_version_stamps(tmp_path: Path) -> None:
     for name in generate.GENERATED:
-        text = (generate.API_DIR / name).read_text()
+        text = (generate.PKG_DIR / name).read_text()
         text = re.sub(r"GRPC_GENERATED_VERSION = '[^']*'", "GRPC_GENERATED_VERSION = '9.99.9'", text)
         text = re.sub(r"Protobuf Python Version: \S+", "Protobuf Python Version: 99.0.0", text)
         text = re.sub(r"(Domain\.PUBLIC,\s*)\d+,\s*\d+,\s*\d+,", r"\g<1>99,\n    0,\n    0,", text)
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
-    assert (tmp_path / "api_pb2_grpc.py").read_text() != (generate.API_DIR / "api_pb2_grpc.py").read_text()
+    assert (tmp_path / "api" / "api_pb2_grpc.py").read_text() != (generate.API_DIR / "api_pb2_grpc.py").read_text()
     assert generate.differences(tmp_path) == []
 
 
@@ -98,9 +107,15 @@ def test_install_bounds_cover_the_generated_code() -> None:
     assert _version(_locked("grpcio")) >= _version(grpc_stamp.group(1))
 
 
-def test_generate_covers_both_protos() -> None:
+def test_generate_covers_every_proto() -> None:
     assert set(generate.GENERATED) == {
-        f"{stem}{suffix}" for stem in ("api", "admin") for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+        f"api/{stem}{suffix}" for stem in ("api", "admin") for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+    } | {f"nri/{stem}{suffix}" for stem in ("api", "ttrpc") for suffix in ("_pb2.py", "_pb2.pyi")}
+    assert {proto.relative_to(generate.ROOT).as_posix() for proto in generate.PROTOS} == {
+        "pycri/api/api.proto",
+        "pycri/api/admin.proto",
+        "pycri/nri/api.proto",
+        "pycri/nri/ttrpc.proto",
     }
 
 
