@@ -27,7 +27,8 @@ import sys, tarfile, zipfile
 wheel = set(zipfile.ZipFile(sys.argv[1]).namelist())
 sdist = {name.split("/", 1)[1] for name in tarfile.open(sys.argv[2]).getnames() if "/" in name}
 wanted = ["pycri/api/api.proto", "pycri/api/admin.proto", "pycri/api/api_pb2.py", "pycri/api/api_pb2_grpc.py",
-          "pycri/api/api_pb2.pyi", "pycri/py.typed"]
+          "pycri/api/api_pb2.pyi", "pycri/nri/api.proto", "pycri/nri/api_pb2.py", "pycri/nri/api_pb2.pyi",
+          "pycri/py.typed"]
 missing = [f"{kind} lacks {m}" for kind, names in (("wheel", wheel), ("sdist", sdist)) for m in wanted if m not in names]
 sys.exit("\n".join(missing) or None)
 PY
