@@ -350,11 +350,29 @@ class ContainerService:
     # -- stop / remove ------------------------------------------------------------------------------
 
     async def stop(self, cid: str, timeout: int) -> None:
+        """Stop the container: its stop signal, then SIGKILL after ``timeout`` seconds.
+
+        The wait runs without the container's lock, as containerd's does: a later StopContainer
+        with a shorter timeout (kubelet shortens the grace period when a pod is force-deleted)
+        sends SIGKILL at its own deadline instead of waiting out the first call's.
+        """
         container = self.find(cid)
         if container is None:
             return  # already gone: success, as the API says
         async with self.lock(container.id):
-            await self._stop(container, timeout)
+            if container.state is not State.RUNNING or timeout <= 0:
+                await self._stop(container, timeout)
+                return
+            pid = container.pid
+            with contextlib.suppress(RuntimeCommandError):
+                await self.runtime(container).kill(self.in_runtime(container), container.stop_signal)
+        if await wait_pid(pid, timeout):
+            async with self.lock(container.id):
+                await self._finish(container)
+            return
+        log.info("container %s ignored %s for %ds: SIGKILL", container.id, container.stop_signal, timeout)
+        async with self.lock(container.id):
+            await self._stop(container, 0)
 
     async def _stop(self, container: Container, timeout: int) -> None:
         if container.state is not State.RUNNING:
