@@ -208,7 +208,7 @@ STRINGS: dict[str, Str] = {
     "PodSandboxMetadata.name": NAME,
     "PodSandboxMetadata.namespace": NAME,
     "PodSandboxMetadata.uid": NAME,
-    "PodSandboxConfig.hostname": Str(HOST_NAME_MAX, hostname),
+    "PodSandboxConfig.hostname": Str(253, hostname),
     "PodSandboxConfig.log_directory": Str(2048, absolute_path),
     "DNSConfig.servers": Str(64, ip_address),
     "DNSConfig.searches": Str(253, one_word),
@@ -453,6 +453,19 @@ def check(request: Message) -> None:
     config = getattr(request, "config", None)
     if isinstance(config, api.ContainerConfig):
         _check_process(config)
+    elif isinstance(config, api.PodSandboxConfig):
+        _check_uts_hostname(config)
+
+
+def _check_uts_hostname(config: api.PodSandboxConfig) -> None:
+    """A pod with its own UTS namespace has its host name set by the kernel: at most HOST_NAME_MAX bytes.
+    (On the node's network a longer name, as an FQDN from ``--hostname-override``, only goes into files.)"""
+    if config.linux.security_context.namespace_options.network == api.NODE:
+        return
+    if len(config.hostname.encode()) > HOST_NAME_MAX:
+        raise fail(
+            "config.hostname", f"{len(config.hostname.encode())} bytes, at most {HOST_NAME_MAX} for a pod with its own network"
+        )
 
 
 def _check_process(config: api.ContainerConfig) -> None:

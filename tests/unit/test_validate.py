@@ -107,7 +107,8 @@ REFUSED: list[tuple[Mutation, str]] = [
     (lambda r: _set(r.sandbox_config.linux, "cgroup_parent", "/" + "a" * 256), "sandbox_config.linux.cgroup_parent: a component"),
     (lambda r: _set(r.sandbox_config.linux, "cgroup_parent", "/a" * 600), "sandbox_config.linux.cgroup_parent: 1200 bytes"),
     (lambda r: _set(r.sandbox_config, "log_directory", "/var/log/pods/./x"), "sandbox_config.log_directory: '/var/log/pods/./x'"),
-    (lambda r: _set(r.sandbox_config, "hostname", "a" * 65), "sandbox_config.hostname: 65 bytes, at most 64"),
+    (lambda r: _set(r.sandbox_config, "hostname", "a." * 127), "sandbox_config.hostname: 254 bytes, at most 253"),
+    (lambda r: _set(r.sandbox_config, "hostname", "a" * 64), "sandbox_config.hostname: 'aaaa"),
     (lambda r: _set(r.sandbox_config, "hostname", "a b"), "sandbox_config.hostname: 'a b' is not a host name"),
     (lambda r: r.sandbox_config.dns_config.searches.append("a\nnameserver 1.1.1.1"), "sandbox_config.dns_config.searches[3]:"),
     (lambda r: r.sandbox_config.dns_config.options.extend(["ndots:1"] * 31), "sandbox_config.dns_config.options: 33 elements"),
@@ -183,6 +184,15 @@ def test_refused_elsewhere(request_: object, message: str) -> None:
     with pytest.raises(InvalidArgument) as refused:
         validate.check(request_)  # type: ignore[arg-type]
     assert refused.value.message.startswith(message), refused.value.message
+
+
+def test_a_long_host_name_only_on_the_node_network() -> None:
+    config = kubelet_pod()
+    config.hostname = "node-1." + "a" * 60 + ".example.internal"
+    with pytest.raises(InvalidArgument, match=r"^config.hostname: 84 bytes, at most 64 for a pod with its own network"):
+        validate.check(api.RunPodSandboxRequest(config=config))
+    config.linux.security_context.namespace_options.network = api.NODE
+    validate.check(api.RunPodSandboxRequest(config=config))
 
 
 def test_every_rule_names_a_field_of_the_api() -> None:
