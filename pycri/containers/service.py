@@ -73,6 +73,17 @@ def signal_name(value: str | int) -> str:
         raise errors.InvalidArgument(f"stop signal {value!r} is not a signal") from None
 
 
+def pod_log_path(log_directory: str, log_path: str) -> str:
+    """The container's log file: ``log_path`` inside the pod's ``log_directory``, never outside it."""
+    directory = os.path.normpath(log_directory)
+    joined = os.path.normpath(os.path.join(directory, log_path))
+    if not os.path.isabs(directory) or os.path.isabs(log_path):
+        raise errors.InvalidArgument(f"config.log_path: {log_path!r} must be a relative path inside the pod's log_directory")
+    if os.path.commonpath([directory, joined]) != directory or joined == directory:
+        raise errors.InvalidArgument(f"config.log_path: {log_path!r} leaves the pod's log_directory {log_directory!r}")
+    return joined
+
+
 class ContainerService:
     def __init__(
         self,
@@ -159,7 +170,7 @@ class ContainerService:
         if config.log_path:
             if not sandbox.config.log_directory:
                 raise errors.InvalidArgument("config.log_path: set, but the pod has no log_directory")
-            log_path = os.path.join(sandbox.config.log_directory, config.log_path)
+            log_path = pod_log_path(sandbox.config.log_directory, config.log_path)
         container = Container(
             id=cid,
             sandbox_id=sandbox.id,
@@ -339,11 +350,29 @@ class ContainerService:
     # -- stop / remove ------------------------------------------------------------------------------
 
     async def stop(self, cid: str, timeout: int) -> None:
+        """Stop the container: its stop signal, then SIGKILL after ``timeout`` seconds.
+
+        The wait runs without the container's lock, as containerd's does: a later StopContainer
+        with a shorter timeout (kubelet shortens the grace period when a pod is force-deleted)
+        sends SIGKILL at its own deadline instead of waiting out the first call's.
+        """
         container = self.find(cid)
         if container is None:
             return  # already gone: success, as the API says
         async with self.lock(container.id):
-            await self._stop(container, timeout)
+            if container.state is not State.RUNNING or timeout <= 0:
+                await self._stop(container, timeout)
+                return
+            pid = container.pid
+            with contextlib.suppress(RuntimeCommandError):
+                await self.runtime(container).kill(self.in_runtime(container), container.stop_signal)
+        if await wait_pid(pid, timeout):
+            async with self.lock(container.id):
+                await self._finish(container)
+            return
+        log.info("container %s ignored %s for %ds: SIGKILL", container.id, container.stop_signal, timeout)
+        async with self.lock(container.id):
+            await self._stop(container, 0)
 
     async def _stop(self, container: Container, timeout: int) -> None:
         if container.state is not State.RUNNING:

@@ -65,10 +65,13 @@ def _bind_mounts(config: api.ContainerConfig) -> Iterator[tuple[int, api.Mount]]
 
 
 def prepare_mount_sources(config: api.ContainerConfig) -> None:
-    """Bind-mount sources must exist: a missing host path becomes a directory, as with containerd."""
+    """Bind-mount sources must exist: a missing host path becomes a plain directory, as with containerd
+    and CRI-O, and only an absolute path without '..' (pycri.server.validate refuses the others first)."""
     for i, mount in _bind_mounts(config):
         if not os.path.isabs(mount.host_path):
             raise errors.InvalidArgument(f"config.mounts[{i}].host_path: {mount.host_path!r} must be absolute")
+        if ".." in mount.host_path.split("/"):
+            raise errors.InvalidArgument(f"config.mounts[{i}].host_path: {mount.host_path!r} must not contain '..'")
         if not os.path.lexists(mount.host_path):
             os.makedirs(mount.host_path, exist_ok=True)
 

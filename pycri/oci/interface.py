@@ -162,13 +162,16 @@ class RuntimeImpl(Protocol):
     # -- operations on a running container -----------------------------------------------------
 
     async def exec_sync(self, c: RuntimeContainer, cmd: list[str], *, timeout: int, output_limit: int) -> ExecResult:
-        """Run ``cmd`` as the container's process runs; raises ``errors.DeadlineExceeded`` after ``timeout`` s (0: none)."""
+        """Run ``cmd`` as the container's process runs; raises ``errors.DeadlineExceeded`` after ``timeout`` s (0: none).
+
+        A timeout, or the call being cancelled, kills the command (and the runtime's exec process)."""
 
     async def update_resources(self, c: RuntimeContainer, resources: dict[str, Any]) -> None:
         """Apply OCI ``linux.resources`` to the created or running container."""
 
     async def reopen_log(self, c: RuntimeContainer) -> None:
-        """Have conmon reopen the container's log file; returns once the file exists."""
+        """Have conmon reopen the container's log file; returns once the file exists. Without a log path
+        (conmon writes to /dev/null) there is nothing to reopen: nothing is done."""
 
     async def exec(
         self, c: RuntimeContainer, cmd: list[str], *, tty: bool, stdin: bool, width: int = 0, height: int = 0

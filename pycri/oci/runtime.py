@@ -212,9 +212,16 @@ class OCIRuntime:
         return target
 
     async def exec_sync(self, c: RuntimeContainer, cmd: list[str], *, timeout: int, output_limit: int) -> ExecResult:
+        """Run ``cmd`` in the container; ``timeout`` 0 waits as long as it runs (kubelet's meaning).
+
+        Whatever ends the wait early, the timeout or the caller's cancellation (the client gave
+        up on its ExecSync), kills the command itself and then the runtime's exec process: nothing
+        it started is left running in the container.
+        """
         token = secrets.token_hex(4)
         pid_file = c.bundle.parent / f"exec-{token}.pid"
         process_file = await asyncio.to_thread(self._exec_process_file, c, cmd, token, terminal=False)
+        proc: asyncio.subprocess.Process | None = None
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self.command_line("exec", "--process", str(process_file), "--pid-file", str(pid_file), c.id),
@@ -238,24 +245,49 @@ class OCIRuntime:
             try:
                 out, err, code = await asyncio.wait_for(asyncio.shield(readers), timeout if timeout > 0 else None)
             except TimeoutError:
-                # Kill the command itself and let the runtime's exec process reap it and exit; killing
-                # that one first would orphan the command as a zombie in the container.
-                pid = await asyncio.to_thread(read_pid, pid_file)
-                if pid:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal_mod.SIGKILL)
-                try:
-                    await asyncio.wait_for(asyncio.shield(readers), 5)
-                except TimeoutError:
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-                    await proc.wait()
+                await asyncio.shield(self._kill_exec(proc, pid_file, readers))
                 raise errors.DeadlineExceeded(f"command {cmd[0]!r} in container {c.id} timed out after {timeout}s") from None
+            except BaseException:  # cancelled: the caller is gone, and so must be what it started
+                await asyncio.shield(self._kill_exec(proc, pid_file, readers))
+                raise
+        except BaseException:
+            if proc is not None and proc.returncode is None:  # cancelled while starting
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await asyncio.shield(proc.wait())
+            raise
         finally:
             for leftover in (pid_file, process_file):
                 with contextlib.suppress(FileNotFoundError):
                     leftover.unlink()
         return ExecResult(out, err, int(code))
+
+    @staticmethod
+    async def _kill_exec(proc: asyncio.subprocess.Process, pid_file: Path, readers: asyncio.Future[Any]) -> None:
+        """Kill an exec'd command, then let the runtime's exec process reap it and exit.
+
+        Killing the runtime's process first would orphan the command in the container (as a zombie,
+        or running on). Its pid comes from ``--pid-file``, which the runtime writes once the command
+        runs: a kill that comes before waits for the file a little.
+        """
+        deadline = time.monotonic() + 5
+        while True:
+            pid = await asyncio.to_thread(read_pid, pid_file)
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal_mod.SIGKILL)
+                break
+            if proc.returncode is not None or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.02)
+        try:
+            await asyncio.wait_for(asyncio.shield(readers), 5)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        except Exception:  # the readers' own failure: the processes are what matters here
+            pass
 
     async def update_resources(self, c: RuntimeContainer, resources: dict[str, Any]) -> None:
         args = ("--root", self.root, "update", "--resources", "-", c.id)
@@ -267,17 +299,24 @@ class OCIRuntime:
             raise RuntimeCommandError(err.decode(errors="replace").strip())
 
     async def reopen_log(self, c: RuntimeContainer) -> None:
+        """Have conmon reopen the container's log file (after kubelet rotated it).
+
+        A container without a log path has nothing to reopen: conmon writes its output to
+        ``/dev/null`` then, and a reopen would have it rename a fresh file over the host's
+        ``/dev/null``. Nothing is asked of conmon.
+        """
+        if not c.log_path:
+            return
         try:
             await asyncio.to_thread(conmon.write_ctl, c, conmon.ctl_line(conmon.CTL_REOPEN_LOG))
         except OSError as exc:
             raise errors.Internal(f"asking conmon of {c.id} to reopen its log: {exc}") from exc
         # conmon handles the request on its own loop: answer once the (new) log file is there.
-        if c.log_path:
-            deadline = time.monotonic() + REOPEN_WAIT
-            while not await asyncio.to_thread(os.path.exists, c.log_path):
-                if time.monotonic() > deadline:
-                    raise errors.Internal(f"conmon of {c.id} did not reopen {c.log_path} within {REOPEN_WAIT:.0f}s")
-                await asyncio.sleep(0.01)
+        deadline = time.monotonic() + REOPEN_WAIT
+        while not await asyncio.to_thread(os.path.exists, c.log_path):
+            if time.monotonic() > deadline:
+                raise errors.Internal(f"conmon of {c.id} did not reopen {c.log_path} within {REOPEN_WAIT:.0f}s")
+            await asyncio.sleep(0.01)
 
     async def exec(
         self, c: RuntimeContainer, cmd: list[str], *, tty: bool, stdin: bool, width: int = 0, height: int = 0

@@ -21,7 +21,14 @@ def stop_signal_value(name: str) -> api.Signal.ValueType:
         return api.Signal.Value("SIGNAL_RUNTIME_DEFAULT")
 
 
-def to_status(container: Container) -> api.ContainerStatus:
+def to_status(container: Container, repo_tag: str = "") -> api.ContainerStatus:
+    """The container's status; its ``image`` names ``repo_tag`` (the image's first tag) when there is one.
+
+    As containerd's ``ContainerStatus``: kubelet sends the image ID in the config and shows the status's
+    image as the container's image, so the status names the image by its tag while the image has one,
+    and by what the config said otherwise. ``image_ref`` is the image's repo digest (its ID without
+    one) and ``image_id`` its ID, as containerd has them.
+    """
     config = container.config
     status = api.ContainerStatus(
         id=container.id,
@@ -32,7 +39,10 @@ def to_status(container: Container) -> api.ContainerStatus:
         finished_at=container.finished_at,
         exit_code=container.exit_code,
         image=api.ImageSpec(
-            image=config.image.image, annotations=config.image.annotations, user_specified_image=config.image.user_specified_image
+            image=repo_tag or config.image.image,
+            annotations=config.image.annotations,
+            user_specified_image=config.image.user_specified_image,
+            runtime_handler=config.image.runtime_handler,
         ),
         image_ref=container.image_ref,
         reason=container.reason,
@@ -94,6 +104,8 @@ def verbose_info(container: Container) -> str:
             "sandboxID": container.sandbox_id,
             "runtimeHandler": container.runtime_handler,
             "rootfs": str(container.rootfs),
+            "privileged": container.config.linux.security_context.privileged,
+            "config": json_format.MessageToDict(container.config, preserving_proto_field_name=True),
             "runtimeSpec": spec,
         }
     )
@@ -112,7 +124,9 @@ class ContainerStatusService:
 
     async def ContainerStatus(self, request: api.ContainerStatusRequest) -> api.ContainerStatusResponse:
         container = self.containers.get(request.container_id)
-        response = api.ContainerStatusResponse(status=to_status(container))
+        image = self.containers.images.find(container.image_id)
+        repo_tag = image.repo_tags[0] if image is not None and image.repo_tags else ""
+        response = api.ContainerStatusResponse(status=to_status(container, repo_tag))
         if request.verbose:
             response.info["info"] = verbose_info(container)
         return response

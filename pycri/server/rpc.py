@@ -4,7 +4,7 @@ A *family* is a plain object whose methods are named after RPCs
 (``async def Version(self, request) -> VersionResponse``; server-streaming
 RPCs are async generators). :func:`service_handler` walks a service's
 descriptor, so every RPC of the API is registered: one a family implements is
-wrapped by :func:`intercept` (debug log of method, duration and status;
+wrapped by :func:`intercept` (the request checked by :mod:`pycri.server.validate`; debug log of method, duration and status;
 domain errors mapped to their gRPC code; anything unexpected becomes INTERNAL
 with a message instead of a crashed daemon), one nobody implements answers
 UNIMPLEMENTED saying so.
@@ -29,6 +29,7 @@ from google.protobuf.message import DecodeError, Message
 
 from pycri.api import api_pb2
 from pycri.errors import Code, CRIError, InvalidArgument
+from pycri.server import validate
 
 log = logging.getLogger("pycri.rpc")
 
@@ -62,14 +63,17 @@ async def _abort(context: Context, method: str, exc: BaseException, started: flo
 
 
 def _decoder(request_type: type[Message]) -> Callable[[bytes], Message]:
-    """Parse a request; a malformed one is INVALID_ARGUMENT naming its type (grpc would say UNKNOWN)."""
+    """Parse and check a request (:func:`pycri.server.validate.check`): a malformed one is
+    INVALID_ARGUMENT naming its type (grpc would say UNKNOWN), one that breaks a rule names the field."""
     name = request_type.DESCRIPTOR.full_name
 
     def decode(raw: bytes) -> Message:
         try:
-            return request_type.FromString(raw)
+            request = request_type.FromString(raw)
         except DecodeError as exc:
             raise InvalidArgument(f"malformed {name}: {exc}") from None
+        validate.check(request)
+        return request
 
     return decode
 

@@ -58,6 +58,9 @@ IMPLEMENTED: dict[str, tuple[type[Exception], str] | None] = {
     "ContainerStats": (InvalidArgumentError, "container_id: required"),
     "ListContainerStats": None,
     "StreamContainerStats": None,
+    "Exec": (InvalidArgumentError, "cmd: required"),
+    "Attach": (InvalidArgumentError, "one of stdin, stdout, or stderr must be set"),
+    "PortForward": (InvalidArgumentError, "pod_sandbox_id: required"),
 }
 ALL_METHODS = [(s.name, m) for s in api.DESCRIPTOR.services_by_name.values() for m in s.methods]
 
