@@ -288,7 +288,7 @@ async def test_a_refused_port_is_reported_and_the_session_stays_usable(h: Harnes
 
 def test_port_forward_requests_are_validated(h: Harness) -> None:
     pod = h.pod("pf-validate")
-    with pytest.raises(InvalidArgumentError, match="port: 70000"):
+    with pytest.raises(InvalidArgumentError, match=r"port\[0\]: 70000 is outside 1..65535"):
         h.client.port_forward(api.PortForwardRequest(pod_sandbox_id=pod.id, port=[70000]))
     with pytest.raises(NotFoundError):
         h.client.port_forward(api.PortForwardRequest(pod_sandbox_id="nope", port=[80]))
