@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
+from pycri.host.tree import remove_tree
 from pycri.images import unpack
+
+log = logging.getLogger("pycri.images")
 
 
 class LayerError(RuntimeError):
@@ -37,11 +40,24 @@ class LayerStore:
         self._inflight: dict[str, asyncio.Future[Path]] = {}
 
     def prepare(self) -> None:
-        """Create the directory and drop unpacks interrupted by a crash (sync: start-up)."""
+        """Create the directory and drop unpacks interrupted by a crash (sync: start-up).
+
+        A leftover that cannot be removed is logged and left for the next start: it never stops this one.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         for name in os.listdir(self.root):
             if name.startswith(".tmp-"):
-                shutil.rmtree(self.root / name, ignore_errors=True)
+                self._remove(self.root / name)
+
+    @staticmethod
+    def _remove(path: Path) -> None:
+        try:
+            failures = remove_tree(path, ignore_errors=True)
+        except Exception as exc:
+            log.warning("cannot remove %s: %s", path, exc)
+            return
+        if failures:
+            log.warning("cannot remove all of %s (%d failures), first: %s", path, len(failures), failures[0])
 
     def path(self, chain_id: str) -> Path:
         return self.root / _hex(chain_id)
@@ -62,7 +78,7 @@ class LayerStore:
             return
         doomed = Path(tempfile.mkdtemp(dir=self.root, prefix=".tmp-rm-"))
         os.replace(target, doomed / "layer")
-        shutil.rmtree(doomed, ignore_errors=True)
+        self._remove(doomed)
 
     def _unpack(self, chain_id: str, diff_id: str, blob: Path, media_type: str) -> Path:
         target = self.path(chain_id)
@@ -88,7 +104,7 @@ class LayerStore:
                     raise
             return target
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            self._remove(work)
 
     async def ensure(self, chain_id: str, diff_id: str, blob: Path, media_type: str) -> Path:
         while (pending := self._inflight.get(chain_id)) is not None:

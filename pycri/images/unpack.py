@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol, Self
 import zstandard
 
 from pycri.errors import CRIError
+from pycri.host.tree import remove_tree
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -301,7 +302,7 @@ class _Unpacker:
         if stat.S_ISDIR(st.st_mode):
             if is_dir:
                 return True, False
-            shutil.rmtree(base, dir_fd=parent)
+            remove_tree(base, dir_fd=parent)
         else:
             os.unlink(base, dir_fd=parent)
         return False, stat.S_ISCHR(st.st_mode) and st.st_rdev == 0

@@ -10,15 +10,19 @@ import os
 import stat
 import tarfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pycri.host.tree import remove_tree
+from pycri.images import layers as layers_mod
 from pycri.images import unpack
 from pycri.images.layers import LayerError, LayerStore
 from pycri.images.unpack import UnpackError
+from tests.support import trees
+from tests.support.trees import deep_tree
 
 TAR = "application/vnd.oci.image.layer.v1.tar"
 TAR_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -62,10 +66,11 @@ def write_blob(tmp_path: Path, name: str, data: bytes) -> Path:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> LayerStore:
+def store(tmp_path: Path) -> Iterator[LayerStore]:
     s = LayerStore(tmp_path / "layers")
     s.prepare()
-    return s
+    yield s
+    trees.empty(tmp_path)
 
 
 def names(store: LayerStore) -> list[str]:
@@ -118,6 +123,34 @@ def test_prepare_removes_tmp_leftovers_only(store: LayerStore) -> None:
     (store.root / ".keep").mkdir()
     store.prepare()
     assert names(store) == [".keep", "e" * 64]
+
+
+def test_prepare_removes_leftovers_deeper_than_the_recursion_limit(store: LayerStore) -> None:
+    deep_tree(store.root / ".tmp-deep")
+    deep_tree(store.root / ".tmp-rm-deep")
+    store.prepare()
+    assert names(store) == []
+
+
+def test_prepare_logs_a_leftover_it_cannot_remove_and_carries_on(
+    store: LayerStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in (".tmp-a", ".tmp-b", ".tmp-c"):
+        (store.root / name / "fs").mkdir(parents=True)
+
+    def failing(path: str | os.PathLike[str], ignore_errors: bool = False, **kw: Any) -> list[OSError]:
+        if Path(path).name == ".tmp-a":
+            raise RuntimeError("boom")
+        if Path(path).name == ".tmp-b":
+            return [PermissionError(1, "Operation not permitted", f"{path}/fs")]
+        return remove_tree(path, ignore_errors, **kw)
+
+    monkeypatch.setattr(layers_mod, "remove_tree", failing)
+    store.prepare()
+    assert names(store) == [".tmp-a", ".tmp-b"]
+    assert ".tmp-a: boom" in caplog.text
+    assert "Operation not permitted: '" in caplog.text
+    assert ".tmp-b/fs'" in caplog.text
 
 
 def test_chain_ids_lists_layers_not_hidden_entries(store: LayerStore) -> None:
@@ -192,6 +225,16 @@ async def test_ensure_corrupt_layer(store: LayerStore, tmp_path: Path) -> None:
         await store.ensure(CHAIN, LAYER_DIFF, blob, TAR_GZIP)
     assert names(store) == []
     assert store.in_flight() == set()
+
+
+async def test_a_failed_unpack_of_a_deep_tree_leaves_nothing(store: LayerStore, tmp_path: Path) -> None:
+    deep = tar_bytes({"d/" * 2000 + "f": b"x"})  # 2000 levels: a 4 KiB path
+    with tarfile.open(fileobj=io.BytesIO(deep)) as tf:
+        end = tf.getmembers()[0].offset_data + 512
+    blob = write_blob(tmp_path, "deep", deep[:end])  # no end-of-archive marker
+    with pytest.raises(UnpackError, match="truncated"):
+        await store.ensure(CHAIN, diff_id(deep), blob, TAR)
+    assert names(store) == []
 
 
 async def test_ensure_unsupported_media_type(store: LayerStore, tmp_path: Path) -> None:
