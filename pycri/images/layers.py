@@ -90,7 +90,10 @@ class LayerStore:
             dest.mkdir()
             with open(blob, "rb") as raw:
                 reader = unpack.DigestingReader(unpack.open_layer(raw, media_type))
-                unpack.unpack_layer(reader, dest)
+                try:
+                    unpack.unpack_layer(reader, dest)
+                except MemoryError:
+                    raise unpack.UnpackLimitError("out of memory unpacking the layer") from None
                 while reader.read(1 << 20):
                     pass
             actual = "sha256:" + reader.hexdigest()

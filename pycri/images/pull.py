@@ -23,7 +23,7 @@ from pycri.images.layers import LayerError, LayerStore
 from pycri.images.reference import Reference
 from pycri.images.registries_conf import Endpoint
 from pycri.images.registry import ManifestNotFound, RegistryClient, RegistryError
-from pycri.images.unpack import UnpackError
+from pycri.images.unpack import UnpackError, UnpackLimitError
 
 log = logging.getLogger("pycri.pull")
 
@@ -201,6 +201,8 @@ class Puller:
                 blob = await self._blob(endpoint, layer, creds, "layer", progress)
             try:
                 await self.layers.ensure(chain, diff_id, blob, layer.media_type)
+            except UnpackLimitError as exc:
+                raise errors.ResourceExhausted(f"layer {layer.digest}: {exc}") from None
             except (LayerError, UnpackError) as exc:
                 raise errors.DataLoss(f"layer {layer.digest}: {exc}") from None
 

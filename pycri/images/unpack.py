@@ -17,9 +17,17 @@ spec, a whiteout only hides what *lower* layers hold: an entry this layer
 writes stays, before or after its whiteout (a directory is then made opaque,
 which is how overlayfs says "this layer's version, nothing from below").
 
-The tar is read as a stream (``r|``), file data is copied in chunks, and the
-rest of the stream is drained at the end so a ``DigestingReader`` sees every
+The tar is read forward only, file data is copied in chunks, and the rest of
+the stream is drained at the end so a ``DigestingReader`` sees every
 uncompressed byte. Truncated or corrupt input raises ``UnpackError``.
+
+Memory stays bounded whatever the layer says. ``tarfile`` reads each extension
+header (PAX ``x``/``g``, GNU long name ``L`` and long link ``K``) whole, so its
+size is checked on the raw 512-byte header first and refused over 1 MiB, Go's
+``archive/tar`` limit (containerd's reader); all the headers and the sparse map of
+one entry may take 4 MiB at most, and 16 extension headers at most may lead one
+entry. Global PAX headers are ignored, as containerd does. Going over a limit, or
+running out of memory, raises ``UnpackLimitError``.
 """
 
 from __future__ import annotations
@@ -37,17 +45,30 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol, Self
+from typing import IO, TYPE_CHECKING, BinaryIO, Protocol, Self, TypeVar, cast
 
 import zstandard
 
-from pycri.errors import CRIError
+from pycri.errors import Code, CRIError
 from pycri.host.tree import remove_tree
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
-__all__ = ["MEDIA_TYPES", "DigestingReader", "IdMap", "Readable", "UnpackError", "UnpackStats", "open_layer", "unpack_layer"]
+__all__ = [
+    "MAX_ENTRY_HEADER_BYTES",
+    "MAX_EXTENSION_HEADERS",
+    "MAX_HEADER_BYTES",
+    "MEDIA_TYPES",
+    "DigestingReader",
+    "IdMap",
+    "Readable",
+    "UnpackError",
+    "UnpackLimitError",
+    "UnpackStats",
+    "open_layer",
+    "unpack_layer",
+]
 
 _OCI = "application/vnd.oci.image.layer"
 _DOCKER = "application/vnd.docker.image.rootfs"
@@ -65,10 +86,26 @@ MEDIA_TYPES: dict[str, str] = {
 }
 """Layer media type -> compression ("tar" means none)."""
 
+_T = TypeVar("_T")
+
 IdMap = Callable[[int, int], tuple[int, int]]
 """Maps the (uid, gid) in the tar to the (uid, gid) stored on disk; raise ValueError or KeyError if unmapped."""
 
+MAX_HEADER_BYTES = 1 << 20
+"""One PAX or GNU long name/link header, as Go's archive/tar (maxSpecialFileSize)."""
+MAX_ENTRY_HEADER_BYTES = 4 << 20
+"""Everything read to parse one entry's headers: extension headers and sparse map together."""
+MAX_EXTENSION_HEADERS = 16
+"""Extension headers before one entry (tar writers put three at most: x, L, K)."""
+
 _CHUNK = 1 << 20
+_EXTENSIONS = {
+    tarfile.XHDTYPE: "PAX extended header",
+    tarfile.SOLARIS_XHDTYPE: "PAX extended header",
+    tarfile.XGLTYPE: "PAX global header",
+    tarfile.GNUTYPE_LONGNAME: "GNU long name",
+    tarfile.GNUTYPE_LONGLINK: "GNU long link name",
+}
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _WH = ".wh."
 _WH_META = ".wh..wh."
@@ -81,6 +118,12 @@ _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, zstandard.ZstdError)
 
 class UnpackError(CRIError):
     """The layer is malformed, hostile or could not be written."""
+
+
+class UnpackLimitError(UnpackError):
+    """The layer goes over a limit (header sizes, unpacked size, entry count) or over the memory there is."""
+
+    code = Code.RESOURCE_EXHAUSTED
 
 
 @dataclass
@@ -153,18 +196,64 @@ class DigestingReader:
         return f"sha256:{self._hash.hexdigest()}"
 
 
-class _Source(io.RawIOBase):
-    """What tarfile reads: read failures become ``UnpackError``."""
+class _Source:
+    """What tarfile reads: the layer, forward only, with the position and forward seeks tarfile needs.
+
+    Read failures become ``UnpackError``. While the headers of an entry are parsed
+    (``budget`` set) what is read is counted against ``MAX_ENTRY_HEADER_BYTES``.
+    """
 
     def __init__(self, stream: Readable) -> None:
-        super().__init__()
         self._stream = stream
+        self._position = 0
+        self.budget: int | None = None
+        self.entry_at = 0  # where the headers being parsed start
+        self.extensions = 0  # extension headers seen before the entry at entry_at
 
-    def read(self, size: int = -1, /) -> bytes:
-        try:
-            return self._stream.read(size)
-        except _READ_ERRORS as e:
-            raise UnpackError(f"reading layer: {e}") from e
+    def _take(self, size: int) -> bytes:
+        parts: list[bytes] = []
+        wanted = size
+        while wanted > 0:
+            try:
+                data = self._stream.read(min(wanted, _CHUNK))
+            except _READ_ERRORS as e:
+                raise UnpackError(f"reading layer: {e}") from e
+            if not data:
+                break
+            parts.append(data)
+            wanted -= len(data)
+        self._position += size - wanted
+        return b"".join(parts)
+
+    def read(self, size: int, /) -> bytes:
+        if self.budget is not None:
+            if size > self.budget:
+                raise UnpackLimitError(
+                    f"layer tar stream: the headers of the entry at offset {self.entry_at} (extended headers, sparse map) "
+                    f"take more than {MAX_ENTRY_HEADER_BYTES} bytes"
+                )
+            self.budget -= size
+        return self._take(size)
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, position: int, whence: int = os.SEEK_SET, /) -> int:
+        if whence != os.SEEK_SET or position < self._position:
+            raise UnpackError(f"layer tar stream: cannot go back from offset {self._position} to {position}")
+        while position > self._position and self._take(min(position - self._position, _CHUNK)):
+            pass
+        return self._position
+
+    def seekable(self) -> bool:
+        return False
+
+
+class _IgnoredGlobals(dict[str, str]):
+    """The archive's global PAX headers: none kept (containerd ignores them too), so they cannot pile up."""
+
+    def __setitem__(self, key: str, value: str) -> None:
+        pass
 
 
 class _Archive(tarfile.TarFile):
@@ -172,15 +261,82 @@ class _Archive(tarfile.TarFile):
     end: Exception | None = None  # why tarfile stopped: must be the end-of-archive block
 
 
+class _Oversized(Exception):
+    def __init__(self, kind: str, size: int) -> None:
+        super().__init__(kind, size)
+        self.kind = kind
+        self.size = size
+
+
 class _Header(tarfile.TarInfo):
     @classmethod
+    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
+        """The raw header checked before tarfile reads what follows it."""
+        info = super().frombuf(buf, encoding, errors)
+        if info.size < 0:
+            raise UnpackError(f"layer tar stream: header {info.name[:100]!r} has a negative size")
+        kind = _EXTENSIONS.get(info.type)
+        if kind is not None and info.size > MAX_HEADER_BYTES:
+            raise _Oversized(kind, info.size)
+        return info
+
+    @classmethod
     def fromtarfile(cls, tf: tarfile.TarFile) -> Self:
+        source = tf.fileobj
+        if not isinstance(source, _Source):
+            return super().fromtarfile(tf)
+        first = source.budget is None  # not an extension header's next one
+        if first:
+            source.budget, source.entry_at, source.extensions = MAX_ENTRY_HEADER_BYTES, source.tell(), 0
+        else:
+            source.extensions += 1
+            if source.extensions > MAX_EXTENSION_HEADERS:
+                raise UnpackLimitError(
+                    f"layer tar stream: more than {MAX_EXTENSION_HEADERS} extension headers "
+                    f"before the entry at offset {source.entry_at}"
+                )
         try:
             return super().fromtarfile(tf)
+        except _Oversized as e:
+            at = source.tell() - tarfile.BLOCKSIZE
+            raise UnpackLimitError(
+                f"layer tar stream: {e.kind} of {e.size} bytes at offset {at} is over the {MAX_HEADER_BYTES}-byte limit"
+            ) from None
         except Exception as e:
             if isinstance(tf, _Archive):
                 tf.end = e
             raise
+        finally:
+            if first:
+                source.budget = None
+
+    def _proc_gnusparse_10(self, next: tarfile.TarInfo, pax_headers: dict[str, str], tf: tarfile.TarFile) -> None:
+        """A GNU 1.0 sparse map (which leads the entry's data), in linear time and within MAX_HEADER_BYTES as Go reads it.
+
+        Overrides tarfile's own, which splits its buffer once per number (quadratic) and knows no limit.
+        """
+        fileobj = tf.fileobj
+        assert fileobj is not None
+        at = fileobj.tell()
+        data = bytearray()
+        newlines, count = 0, -1
+        while count < 0 or newlines < 1 + 2 * count:
+            if len(data) >= MAX_HEADER_BYTES:
+                raise UnpackLimitError(
+                    f"layer tar stream: the sparse map at offset {at} is over the {MAX_HEADER_BYTES}-byte limit"
+                )
+            block = fileobj.read(tarfile.BLOCKSIZE)
+            if len(block) != tarfile.BLOCKSIZE:
+                raise tarfile.ReadError(f"unexpected end of data in the sparse map at offset {at}")
+            data += block
+            newlines += block.count(b"\n")
+            if count < 0 and newlines:
+                count = int(data[: data.index(b"\n")])
+                if count < 0:
+                    raise tarfile.ReadError(f"negative entry count in the sparse map at offset {at}")
+        numbers = [int(field) for field in data.split(b"\n", 1 + 2 * count)[1 : 1 + 2 * count]]
+        next.offset_data = fileobj.tell()
+        next.sparse = list(zip(numbers[::2], numbers[1::2], strict=True))  # type: ignore[assignment]  # typeshed says bytes
 
 
 def _split(name: str, member: str, what: str = "path") -> list[str]:
@@ -410,11 +566,26 @@ class _Unpacker:
                 os.close(fd)
 
 
+def _headers(read: Callable[[], _T], source: _Source) -> _T:
+    """``read`` parses tar headers: whatever it raises is an ``UnpackError``."""
+    try:
+        return read()
+    except UnpackError:
+        raise
+    except tarfile.TarError as e:
+        raise UnpackError(f"layer tar stream is corrupt or truncated: {e}") from e
+    except MemoryError as e:
+        raise UnpackLimitError(f"layer tar stream: out of memory reading the headers at offset {source.entry_at}") from e
+    except Exception as e:  # tarfile lets IndexError, ValueError... out of malformed headers
+        raise UnpackError(f"layer tar stream is corrupt or truncated at offset {source.entry_at}: {type(e).__name__}: {e}") from e
+
+
 def unpack_layer(stream: Readable, dest: Path, *, uid_map: IdMap | None = None) -> UnpackStats:
     """Extract the uncompressed layer tar ``stream`` into ``dest`` (an existing, normally empty directory).
 
     The stream is read to its end, so a ``DigestingReader`` wrapped around it
-    holds the layer's diff_id afterwards. Raises ``UnpackError``.
+    holds the layer's diff_id afterwards. Raises ``UnpackError`` (``UnpackLimitError``
+    for a layer over a limit).
     """
     try:
         root = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -422,28 +593,32 @@ def unpack_layer(stream: Readable, dest: Path, *, uid_map: IdMap | None = None) 
         raise UnpackError(f"opening unpack destination {str(dest)!r}: {e.strerror}") from e
     source = _Source(stream)
     try:
-        try:
-            archive = _Archive.open(
-                fileobj=source, mode="r|", tarinfo=_Header, bufsize=_CHUNK, encoding="utf-8", errors="surrogateescape"
-            )
-        except tarfile.TarError as e:
-            raise UnpackError(f"layer is not a valid tar stream: {e}") from e
+        archive = _headers(
+            lambda: _Archive(
+                fileobj=cast(IO[bytes], source),
+                mode="r",
+                tarinfo=_Header,
+                encoding="utf-8",
+                errors="surrogateescape",
+                pax_headers=_IgnoredGlobals(),
+            ),
+            source,
+        )
         with archive:
             unpacker = _Unpacker(archive, root, uid_map)
             while True:
-                try:
-                    member = archive.next()
-                except tarfile.TarError as e:
-                    raise UnpackError(f"layer tar stream is corrupt or truncated: {e}") from e
+                member = _headers(archive.next, source)
                 if member is None:
                     break
-                archive.members.clear()  # stream mode keeps every header otherwise
+                archive.members.clear()  # every header is kept otherwise
                 try:
                     unpacker.entry(member)
                 except tarfile.TarError as e:
                     raise UnpackError(f"{member.name!r}: layer tar stream is corrupt or truncated: {e}") from e
                 except (OSError, ValueError, OverflowError) as e:
                     raise UnpackError(f"{member.name!r}: {e}") from e
+                except MemoryError as e:
+                    raise UnpackLimitError(f"{member.name!r}: out of memory unpacking the layer") from e
             if not isinstance(archive.end, _EOF_HEADER):
                 reason = archive.end or "no end-of-archive marker"
                 raise UnpackError(f"layer tar stream is truncated or corrupt at offset {archive.offset}: {reason}")
