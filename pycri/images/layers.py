@@ -35,8 +35,9 @@ def _hex(chain_id: str) -> str:
 
 
 class LayerStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, limits: unpack.Limits | None = None) -> None:
         self.root = root
+        self.limits = limits or unpack.Limits()
         self._inflight: dict[str, asyncio.Future[Path]] = {}
 
     def prepare(self) -> None:
@@ -91,7 +92,7 @@ class LayerStore:
             with open(blob, "rb") as raw:
                 reader = unpack.DigestingReader(unpack.open_layer(raw, media_type))
                 try:
-                    unpack.unpack_layer(reader, dest)
+                    unpack.unpack_layer(reader, dest, limits=self.limits)
                 except MemoryError:
                     raise unpack.UnpackLimitError("out of memory unpacking the layer") from None
                 while reader.read(1 << 20):

@@ -38,7 +38,6 @@ import gzip
 import hashlib
 import io
 import os
-import shutil
 import stat
 import tarfile
 import zlib
@@ -62,6 +61,7 @@ __all__ = [
     "MEDIA_TYPES",
     "DigestingReader",
     "IdMap",
+    "Limits",
     "Readable",
     "UnpackError",
     "UnpackLimitError",
@@ -124,6 +124,15 @@ class UnpackLimitError(UnpackError):
     """The layer goes over a limit (header sizes, unpacked size, entry count) or over the memory there is."""
 
     code = Code.RESOURCE_EXHAUSTED
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much one layer may hold; the defaults are those of the configuration's ``[images]``."""
+
+    max_bytes: int = 64 << 30
+    """The uncompressed tar stream, and the sizes of its files (a sparse file's at its full size), each at most."""
+    max_entries: int = 2_000_000
 
 
 @dataclass
@@ -203,8 +212,9 @@ class _Source:
     (``budget`` set) what is read is counted against ``MAX_ENTRY_HEADER_BYTES``.
     """
 
-    def __init__(self, stream: Readable) -> None:
+    def __init__(self, stream: Readable, max_bytes: int) -> None:
         self._stream = stream
+        self._max_bytes = max_bytes
         self._position = 0
         self.budget: int | None = None
         self.entry_at = 0  # where the headers being parsed start
@@ -223,6 +233,10 @@ class _Source:
             parts.append(data)
             wanted -= len(data)
         self._position += size - wanted
+        if self._position > self._max_bytes:
+            raise UnpackLimitError(
+                f"layer tar stream is over {self._max_bytes} bytes uncompressed (images.max_layer_unpacked_bytes)"
+            )
         return b"".join(parts)
 
     def read(self, size: int, /) -> bytes:
@@ -367,10 +381,12 @@ def _xattrs(m: tarfile.TarInfo) -> Iterator[tuple[str, bytes]]:
 
 
 class _Unpacker:
-    def __init__(self, archive: _Archive, root: int, uid_map: IdMap | None) -> None:
+    def __init__(self, archive: _Archive, source: _Source, root: int, uid_map: IdMap | None, limits: Limits) -> None:
         self.archive = archive
+        self.source = source
         self.root = root
         self.uid_map = uid_map
+        self.limits = limits
         self.stats = UnpackStats()
         self.dirs: list[tuple[list[str], tuple[int, int]]] = []
 
@@ -470,14 +486,19 @@ class _Unpacker:
             return
         if not (m.isreg() or m.isdir() or m.issym() or m.ischr() or m.isblk() or m.isfifo()):
             raise UnpackError(f"{m.name!r}: unsupported tar entry type {m.type!r}")
+        segments: list[tuple[int, int]] = []
+        if m.isreg():
+            if self.stats.bytes + m.size > self.limits.max_bytes:
+                raise UnpackLimitError(
+                    f"{m.name!r}: the layer's files come to more than {self.limits.max_bytes} bytes "
+                    "(images.max_layer_unpacked_bytes)"
+                )
+            segments = self.segments(m)
         kept, was_whiteout = self.make_room(parent, base, m.isdir())
         if m.isreg():
             fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent)
             try:
-                src = self.archive.extractfile(m)
-                if src is not None:
-                    with open(fd, "wb", closefd=False) as out:
-                        shutil.copyfileobj(src, out, _CHUNK)
+                self.write(m, fd, segments)
                 self.metadata(m, parent, base, fd)
             finally:
                 os.close(fd)
@@ -503,6 +524,45 @@ class _Unpacker:
                 kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
                 os.mknod(base, kind | 0o600, os.makedev(m.devmajor, m.devminor), dir_fd=parent)
             self.metadata(m, parent, base, None)
+
+    def segments(self, m: tarfile.TarInfo) -> list[tuple[int, int]]:
+        """Where the entry's data goes in the file, (offset, size) in order: one run, or a sparse map's runs."""
+        sparse = cast("list[tuple[int, int]] | None", m.sparse)
+        if sparse is None:
+            return [(0, m.size)]
+        runs: list[tuple[int, int]] = []
+        end = 0
+        for offset, size in sparse:
+            if offset < 0 or size < 0 or offset + size > m.size:
+                raise UnpackError(f"{m.name!r}: invalid sparse map: {size} bytes at {offset} go beyond the file's size {m.size}")
+            if size == 0:
+                continue  # GNU tar ends some maps with (file size, 0)
+            if offset < end:
+                raise UnpackError(f"{m.name!r}: invalid sparse map: {size} bytes at {offset} are out of order or overlapping")
+            runs.append((offset, size))
+            end = offset + size
+        if m.offset_data + sum(size for _, size in runs) > self.archive.offset:
+            raise UnpackError(f"{m.name!r}: the sparse map refers to more data than the entry holds")
+        return runs
+
+    def write(self, m: tarfile.TarInfo, fd: int, segments: list[tuple[int, int]]) -> None:
+        """The entry's data into ``fd``: a sparse file's holes are sought over, never written."""
+        self.source.seek(m.offset_data)
+        position = 0
+        for offset, size in segments:
+            if offset != position:
+                os.lseek(fd, offset, os.SEEK_SET)
+            left = size
+            while left:
+                chunk = memoryview(self.source.read(min(left, _CHUNK)))
+                if not chunk:
+                    raise UnpackError(f"{m.name!r}: layer tar stream is truncated in the file's data")
+                left -= len(chunk)
+                while chunk:
+                    chunk = chunk[os.write(fd, chunk) :]
+            position = offset + size
+        if position != m.size:
+            os.ftruncate(fd, m.size)  # a hole up to the end
 
     def hardlink(self, m: tarfile.TarInfo, parent: int, parts: list[str]) -> None:
         target = _split(m.linkname, m.name, "hardlink target")
@@ -580,18 +640,18 @@ def _headers(read: Callable[[], _T], source: _Source) -> _T:
         raise UnpackError(f"layer tar stream is corrupt or truncated at offset {source.entry_at}: {type(e).__name__}: {e}") from e
 
 
-def unpack_layer(stream: Readable, dest: Path, *, uid_map: IdMap | None = None) -> UnpackStats:
+def unpack_layer(stream: Readable, dest: Path, *, uid_map: IdMap | None = None, limits: Limits = Limits()) -> UnpackStats:
     """Extract the uncompressed layer tar ``stream`` into ``dest`` (an existing, normally empty directory).
 
     The stream is read to its end, so a ``DigestingReader`` wrapped around it
     holds the layer's diff_id afterwards. Raises ``UnpackError`` (``UnpackLimitError``
-    for a layer over a limit).
+    for a layer over one of ``limits``).
     """
     try:
         root = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as e:
         raise UnpackError(f"opening unpack destination {str(dest)!r}: {e.strerror}") from e
-    source = _Source(stream)
+    source = _Source(stream, limits.max_bytes)
     try:
         archive = _headers(
             lambda: _Archive(
@@ -605,12 +665,16 @@ def unpack_layer(stream: Readable, dest: Path, *, uid_map: IdMap | None = None) 
             source,
         )
         with archive:
-            unpacker = _Unpacker(archive, root, uid_map)
+            unpacker = _Unpacker(archive, source, root, uid_map, limits)
+            entries = 0
             while True:
                 member = _headers(archive.next, source)
                 if member is None:
                     break
                 archive.members.clear()  # every header is kept otherwise
+                entries += 1
+                if entries > limits.max_entries:
+                    raise UnpackLimitError(f"layer has more than {limits.max_entries} entries (images.max_layer_entries)")
                 try:
                     unpacker.entry(member)
                 except tarfile.TarError as e:

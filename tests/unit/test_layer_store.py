@@ -12,15 +12,18 @@ import tarfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from pycri import config
 from pycri.host.tree import remove_tree
 from pycri.images import layers as layers_mod
 from pycri.images import unpack
 from pycri.images.layers import LayerError, LayerStore
+from pycri.images.service import ImageService
 from pycri.images.unpack import UnpackError
+from pycri.store import Store
 from tests.support import trees
 from tests.support.trees import deep_tree
 
@@ -235,6 +238,21 @@ async def test_a_failed_unpack_of_a_deep_tree_leaves_nothing(store: LayerStore, 
     with pytest.raises(UnpackError, match="truncated"):
         await store.ensure(CHAIN, diff_id(deep), blob, TAR)
     assert names(store) == []
+
+
+async def test_ensure_applies_the_stores_limits(tmp_path: Path) -> None:
+    store = LayerStore(tmp_path / "layers", limits=unpack.Limits(max_entries=3))
+    store.prepare()
+    blob = write_blob(tmp_path, "l1", LAYER_TAR)  # four entries
+    with pytest.raises(unpack.UnpackLimitError, match=r"^layer has more than 3 entries \(images.max_layer_entries\)$"):
+        await store.ensure(CHAIN, LAYER_DIFF, blob, TAR)
+    assert names(store) == []
+
+
+def test_the_image_service_gives_its_layer_store_the_configured_limits(tmp_path: Path) -> None:
+    cfg = config.from_dict({"root_dir": str(tmp_path), "images": {"max_layer_unpacked_bytes": 1000, "max_layer_entries": 7}})
+    service = ImageService(cfg, cast(Store, None))
+    assert service.layers.limits == unpack.Limits(max_bytes=1000, max_entries=7)
 
 
 async def test_ensure_unsupported_media_type(store: LayerStore, tmp_path: Path) -> None:

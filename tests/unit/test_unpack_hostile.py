@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import shutil
+import subprocess
 import tarfile
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -11,13 +14,15 @@ from typing import Any
 
 import pytest
 
+from pycri import config
 from pycri.images import unpack
-from pycri.images.unpack import UnpackError, UnpackLimitError, UnpackStats, open_layer, unpack_layer
+from pycri.images.unpack import Limits, UnpackError, UnpackLimitError, UnpackStats, open_layer, unpack_layer
 from tests.support import trees
 from tests.support.hostile import (
     END,
     Part,
     Repeat,
+    Zeros,
     gnu_sparse,
     gnu_sparse_map_bomb,
     gzipped,
@@ -26,6 +31,7 @@ from tests.support.hostile import (
     joined,
     long_name,
     pax,
+    pax_sparse,
     pax_sparse_map_bomb,
     regular,
 )
@@ -160,3 +166,119 @@ def test_running_out_of_memory_is_an_unpack_error(dest: Path, monkeypatch: pytes
     monkeypatch.setattr(unpack._Unpacker, "entry", starve)
     with pytest.raises(UnpackLimitError, match=r"^'a': out of memory unpacking the layer$"):
         unpack_blob(joined([regular("a"), END]), dest, OCI_TAR)
+
+
+# -- item 10: sparse files and size limits -------------------------------------------------------------------
+
+SPARSE_SIZE = 256 * MiB
+SEGMENTS = [(0, 4096), (128 * MiB, 4096), (SPARSE_SIZE - 2048, 2048)]  # 10 KiB of data
+
+
+def segment_data() -> bytes:
+    return b"".join(bytes([65 + i]) * size for i, (_, size) in enumerate(SEGMENTS))
+
+
+def assert_sparse(path: Path) -> None:
+    st = path.stat()
+    assert st.st_size == SPARSE_SIZE
+    assert st.st_blocks * 512 < MiB  # holes are holes: 10 KiB of data, not 256 MiB of zeros
+    with open(path, "rb") as f:
+        for i, (offset, size) in enumerate(SEGMENTS):
+            f.seek(offset)
+            assert f.read(size) == bytes([65 + i]) * size
+        f.seek(64 * MiB)
+        assert f.read(4096) == bytes(4096)
+
+
+@pytest.mark.parametrize("builder", [gnu_sparse, pax_sparse], ids=["old-gnu", "pax-1.0"])
+def test_a_sparse_file_is_written_sparse(dest: Path, builder: Callable[..., list[Part]]) -> None:
+    blob = gzipped([*builder("big", SPARSE_SIZE, SEGMENTS, segment_data()), regular("after", b"a"), END])
+    assert len(blob) < 10 * 1024
+    stats = unpack_blob(blob, dest)
+    assert_sparse(dest / "big")
+    assert (dest / "after").read_bytes() == b"a"
+    assert stats == UnpackStats(entries=2, bytes=SPARSE_SIZE + 1, whiteouts=0)
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="needs GNU tar")
+@pytest.mark.parametrize("fmt", ["gnu", "posix-0.0", "posix-0.1", "posix-1.0"])
+def test_sparse_files_from_gnu_tar(tmp_path: Path, dest: Path, fmt: str) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "big", "wb") as f:
+        for i, (offset, size) in enumerate(SEGMENTS):
+            f.seek(offset)
+            f.write(bytes([65 + i]) * size)
+    archive = tmp_path / "layer.tar"
+    form, _, version = fmt.partition("-")
+    options = [f"--format={form}", *([f"--sparse-version={version}"] if version else [])]
+    subprocess.run(["tar", "-C", str(src), "--sparse", *options, "-cf", str(archive), "big"], check=True)
+    assert archive.stat().st_size < MiB
+    unpack_blob(archive.read_bytes(), dest, OCI_TAR)
+    assert os.listdir(dest) == ["big"]
+    assert_sparse(dest / "big")
+
+
+@pytest.mark.parametrize(
+    ("segments", "problem"),
+    [
+        ([(4096, 10), (0, 10)], "out of order or overlapping"),
+        ([(0, 100), (50, 10)], "out of order or overlapping"),
+        ([(SPARSE_SIZE - 5, 10)], "beyond the file's size"),
+    ],
+)
+def test_an_invalid_sparse_map_is_refused(dest: Path, segments: list[tuple[int, int]], problem: str) -> None:
+    with pytest.raises(UnpackError, match=rf"^'bad': invalid sparse map: .*{problem}"):
+        unpack_blob(joined([*gnu_sparse("bad", SPARSE_SIZE, segments), END]), dest, OCI_TAR)
+
+
+def test_a_sparse_map_asking_for_more_data_than_the_entry_holds_is_refused(dest: Path) -> None:
+    parts = gnu_sparse("greedy", SPARSE_SIZE, [(0, 1000)])
+    raw = bytearray(joined(parts))
+    raw[124:136] = b"%011o\0" % 10  # the header says one block of data follows, the map two
+    raw[148:156] = b" " * 8
+    raw[148:156] = b"%06o\0 " % sum(raw[:512])
+    with pytest.raises(UnpackError, match=r"^'greedy': the sparse map refers to more data than the entry holds$"):
+        unpack_blob(bytes(raw) + END, dest, OCI_TAR)
+
+
+def test_a_layer_whose_files_are_over_the_byte_limit_is_refused_before_writing(dest: Path) -> None:
+    limits = Limits(max_bytes=10 * MiB)
+    message, _ = refused(
+        gzipped([regular("small", b"s"), header("huge", tarfile.REGTYPE, 11 * MiB), END]), dest, UnpackLimitError, limits=limits
+    )
+    assert message == f"'huge': the layer's files come to more than {10 * MiB} bytes (images.max_layer_unpacked_bytes)"
+    assert os.listdir(dest) == ["small"]
+
+
+def test_a_sparse_file_counts_at_its_full_size(dest: Path) -> None:
+    blob = gzipped([*gnu_sparse("big", SPARSE_SIZE, SEGMENTS, segment_data()), END])
+    with pytest.raises(UnpackLimitError, match=r"^'big': the layer's files come to more than 268435455 bytes"):
+        unpack_blob(blob, dest, limits=Limits(max_bytes=SPARSE_SIZE - 1))
+    assert unpack_blob(blob, dest, limits=Limits(max_bytes=SPARSE_SIZE)).bytes == SPARSE_SIZE
+
+
+def test_a_layer_stream_over_the_byte_limit_is_refused(dest: Path) -> None:
+    blob = gzipped([regular("a", b"a"), END, Zeros(20 * MiB)])  # 20 MiB of padding after the end
+    message, peak = refused(blob, dest, UnpackLimitError, limits=Limits(max_bytes=10 * MiB))
+    assert message == f"layer tar stream is over {10 * MiB} bytes uncompressed (images.max_layer_unpacked_bytes)"
+    assert peak < 8 * MiB
+
+
+def test_a_layer_over_the_entry_limit_is_refused(dest: Path) -> None:
+    entries = [regular(f"f{i}") for i in range(100)]
+    assert unpack_blob(joined([*entries, END]), dest, OCI_TAR, limits=Limits(max_entries=100)).entries == 100
+    trees.empty(dest)
+    with pytest.raises(UnpackLimitError, match=r"^layer has more than 100 entries \(images.max_layer_entries\)$"):
+        unpack_blob(joined([*entries, regular("one-more"), END]), dest, OCI_TAR, limits=Limits(max_entries=100))
+    assert len(os.listdir(dest)) == 100
+
+
+def test_skipped_entries_count_too(dest: Path) -> None:
+    with pytest.raises(UnpackLimitError, match="more than 10 entries"):
+        unpack_blob(gzipped([Repeat(header("./", tarfile.DIRTYPE), 1000), END]), dest, limits=Limits(max_entries=10))
+
+
+def test_default_limits_match_the_configuration() -> None:
+    images = config.ImagesConfig()
+    assert Limits() == Limits(images.max_layer_unpacked_bytes, images.max_layer_entries)
