@@ -47,6 +47,12 @@ class Pulled:
         return self.blobs + self.chain_ids
 
 
+def _read_at_most(path: Path, limit: int) -> bytes:
+    """The file's first ``limit + 1`` bytes: enough to tell it is over ``limit``, never more."""
+    with open(path, "rb") as f:
+        return f.read(limit + 1)
+
+
 class Claims:
     """Blobs and layers that pulls under way are using: garbage collection leaves them alone."""
 
@@ -137,8 +143,13 @@ class Puller:
             for digest, data in kept:
                 if not await asyncio.to_thread(self.content.has, digest):
                     await self.content.put_bytes(digest, data, "manifest")
+            if manifest.config.size > mf.MAX_CONFIG_BYTES:
+                raise errors.ResourceExhausted(
+                    f"pulling {ref}: image config {manifest.config.digest} is {manifest.config.size} bytes, "
+                    f"over the {mf.MAX_CONFIG_BYTES}-byte limit"
+                )
             config_path = await self._blob(endpoint, manifest.config, creds, "config", progress)
-            config_bytes = await asyncio.to_thread(config_path.read_bytes)
+            config_bytes = await asyncio.to_thread(_read_at_most, config_path, mf.MAX_CONFIG_BYTES)
             try:
                 config = mf.parse_config(config_bytes)
             except mf.ManifestError as exc:

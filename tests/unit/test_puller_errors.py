@@ -611,6 +611,21 @@ async def test_config_diff_ids_count_mismatch_releases_claims(tmp_path: Path) ->
     assert rig.layers.chain_ids() == set()
 
 
+async def test_an_oversized_config_is_refused_before_it_is_fetched(tmp_path: Path) -> None:
+    config = dumps({"rootfs": {"type": "layers", "diff_ids": []}, "padding": "x" * mf.MAX_CONFIG_BYTES})
+    image = build_image([], config=config)
+    primary = Host()
+    primary.serve(image)
+    rig = make_rig(tmp_path, {PRIMARY: primary}, [(PRIMARY, False)])
+    with pytest.raises(errors.ResourceExhausted) as info:
+        await rig.pull()
+    assert info.value.message == (
+        f"pulling {REF}: image config {image.config_digest} is {len(config)} bytes, over the {mf.MAX_CONFIG_BYTES}-byte limit"
+    )
+    assert rig.registry.asked(PRIMARY, "blob") == []
+    assert_unclaimed(rig.claims, [image.manifest_digest, image.config_digest])
+
+
 async def test_bad_config_json(tmp_path: Path) -> None:
     image = build_image([{"a": b"1"}], config=b"not json")
     primary = Host()
