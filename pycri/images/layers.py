@@ -1,7 +1,9 @@
 """Unpacked layers, one directory per chain ID, ready to be overlayfs lower dirs.
 
 ``layers/<chain hex>`` exists only when complete: a layer is unpacked into
-``layers/.tmp-*`` (in a worker thread), its uncompressed digest checked
+``layers/.tmp-*`` (in one of the store's own ``UNPACK_THREADS`` threads, so
+that a large pull never takes the threads the rest of the daemon's blocking
+calls run in), its uncompressed digest checked
 against the image config's diff ID, then renamed into place. A failed or
 cancelled unpack leaves nothing. Two pulls needing the same chain ID share one
 unpack.
@@ -14,12 +16,16 @@ import contextlib
 import logging
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from pycri import errors
 from pycri.host.tree import remove_tree
 from pycri.images import unpack
 
 log = logging.getLogger("pycri.images")
+
+UNPACK_THREADS = 2
 
 
 class LayerError(RuntimeError):
@@ -39,6 +45,23 @@ class LayerStore:
         self.root = root
         self.limits = limits or unpack.Limits()
         self._inflight: dict[str, asyncio.Future[Path]] = {}
+        self._threads: ThreadPoolExecutor | None = None
+        self._closed = False
+
+    async def close(self) -> None:
+        """Take no more unpacks: queued ones are cancelled, running ones finish (a thread cannot be stopped)."""
+        self._closed = True
+        threads, self._threads = self._threads, None
+        if threads is not None:
+            threads.shutdown(wait=False, cancel_futures=True)
+            await asyncio.to_thread(threads.shutdown)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._closed:
+            raise errors.Unavailable("images: the layer store is closed (pycri is stopping)")
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(max_workers=UNPACK_THREADS, thread_name_prefix="pycri-unpack")
+        return self._threads
 
     def prepare(self) -> None:
         """Create the directory and drop unpacks interrupted by a crash (sync: start-up).
@@ -116,9 +139,11 @@ class LayerStore:
                 return await asyncio.shield(pending)
             except _Abandoned:
                 continue
-        future: asyncio.Future[Path] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        threads = self._pool()
+        future: asyncio.Future[Path] = loop.create_future()
         self._inflight[chain_id] = future
-        work = asyncio.ensure_future(asyncio.to_thread(self._unpack, chain_id, diff_id, blob, media_type))
+        work = loop.run_in_executor(threads, self._unpack, chain_id, diff_id, blob, media_type)
         try:
             try:
                 path = await asyncio.shield(work)

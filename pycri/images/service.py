@@ -111,6 +111,7 @@ class ImageService:
     async def close(self) -> None:
         if self._registry is not None:
             await self._registry.close()
+        await self.layers.close()
 
     @staticmethod
     def _normalize(text: str) -> str:

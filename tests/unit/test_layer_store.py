@@ -10,13 +10,13 @@ import os
 import stat
 import tarfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
-from pycri import config
+from pycri import config, errors
 from pycri.host.tree import remove_tree
 from pycri.images import layers as layers_mod
 from pycri.images import unpack
@@ -69,10 +69,11 @@ def write_blob(tmp_path: Path, name: str, data: bytes) -> Path:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[LayerStore]:
+async def store(tmp_path: Path) -> AsyncIterator[LayerStore]:
     s = LayerStore(tmp_path / "layers")
     s.prepare()
     yield s
+    await s.close()
     trees.empty(tmp_path)
 
 
@@ -92,14 +93,26 @@ class BlockingUnpack:
         self.calls = 0
         self.entered = threading.Event()
         self.release = threading.Event()
+        self.threads: set[str] = set()
+        self.running = 0
+        self.most = 0  # unpacks running at once
+        self._lock = threading.Lock()
         if not block:
             self.release.set()
 
     def __call__(self, stream: unpack.Readable, dest: Path, **kwargs: Any) -> unpack.UnpackStats:
-        self.calls += 1
+        with self._lock:
+            self.calls += 1
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.threads.add(threading.current_thread().name)
         self.entered.set()
-        self.release.wait(10)
-        return self.real(stream, dest, **kwargs)
+        try:
+            self.release.wait(10)
+            return self.real(stream, dest, **kwargs)
+        finally:
+            with self._lock:
+                self.running -= 1
 
 
 def patch_unpack(monkeypatch: pytest.MonkeyPatch, *, block: bool) -> BlockingUnpack:
@@ -347,6 +360,46 @@ async def test_a_waiter_gets_the_layer_when_the_first_caller_is_cancelled(
         await leader
     assert store.has(CHAIN)
     assert await follower == store.path(CHAIN)
+
+
+# -- the unpack threads ---------------------------------------------------------------------------------
+
+
+async def test_unpacks_run_in_their_own_threads_not_in_the_default_pool(
+    store: LayerStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counter = patch_unpack(monkeypatch, block=True)
+    blob = write_blob(tmp_path, "l1", LAYER_TAR)
+    many = (os.cpu_count() or 1) + 8  # more than asyncio's default pool has threads
+    chains = [f"sha256:{i:064x}" for i in range(many)]
+    tasks = [asyncio.create_task(store.ensure(chain, LAYER_DIFF, blob, TAR)) for chain in chains]
+    try:
+        for _ in range(500):
+            if counter.calls:
+                break
+            await asyncio.sleep(0.01)
+        # Every unpack is blocked, yet other blocking work of the daemon still gets a thread.
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: "ran"), 5) == "ran"
+        assert counter.running == 2
+    finally:
+        counter.release.set()
+        await asyncio.gather(*tasks)
+    assert counter.calls == many
+    assert counter.most == 2
+    assert all(name.startswith("pycri-unpack") for name in counter.threads)
+    assert store.chain_ids() == set(chains)
+
+
+async def test_a_closed_store_takes_no_more_unpacks(tmp_path: Path) -> None:
+    store = LayerStore(tmp_path / "layers")
+    store.prepare()
+    blob = write_blob(tmp_path, "l1", LAYER_TAR)
+    await store.ensure(CHAIN, LAYER_DIFF, blob, TAR)
+    await store.close()
+    with pytest.raises(errors.Unavailable, match="the layer store is closed"):
+        await store.ensure(OTHER_CHAIN, LAYER_DIFF, blob, TAR)
+    assert store.has(CHAIN)
+    await store.close()  # twice is fine
 
 
 # -- delete -------------------------------------------------------------------------------------------
