@@ -99,6 +99,8 @@ MAX_EXTENSION_HEADERS = 16
 """Extension headers before one entry (tar writers put three at most: x, L, K)."""
 
 _CHUNK = 1 << 20
+_PATH_MAX = 4095  # bytes of a Linux path, without its NUL
+_MAX_MESSAGE = 1024
 _EXTENSIONS = {
     tarfile.XHDTYPE: "PAX extended header",
     tarfile.SOLARIS_XHDTYPE: "PAX extended header",
@@ -117,7 +119,13 @@ _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, zstandard.ZstdError)
 
 
 class UnpackError(CRIError):
-    """The layer is malformed, hostile or could not be written."""
+    """The layer is malformed, hostile or could not be written; the message is kept short whatever names it quotes."""
+
+    def __init__(self, message: str) -> None:
+        if len(message) > _MAX_MESSAGE:  # the start names the entry, the end says what is wrong
+            half = (_MAX_MESSAGE - 40) // 2
+            message = f"{message[:half]} [...{len(message) - 2 * half} characters...] {message[-half:]}"
+        super().__init__(message)
 
 
 class UnpackLimitError(UnpackError):
@@ -356,7 +364,10 @@ class _Header(tarfile.TarInfo):
 def _split(name: str, member: str, what: str = "path") -> list[str]:
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise UnpackError(f"{member!r}: {what} {name!r} escapes the destination ('..' component)")
+        raise UnpackError(f"{member[:200]!r}: {what} {name[:200]!r} escapes the destination ('..' component)")
+    size = len("/".join(parts).encode("utf-8", "surrogateescape"))
+    if size > _PATH_MAX:  # as containerd, which opens whole paths: nothing could use such a path
+        raise UnpackError(f"{member[:200]!r}: {what} is {size} bytes long, over the {_PATH_MAX}-byte limit of Linux paths")
     return parts
 
 

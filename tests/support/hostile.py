@@ -72,7 +72,10 @@ def blocks(size: int) -> int:
 
 
 def _octal(value: int, width: int = 12) -> bytes:
-    return b"%0*o\0" % (width - 1, value)
+    """A numeric field: octal, or base-256 when that does not fit (GNU)."""
+    if value < 8 ** (width - 1):
+        return b"%0*o\0" % (width - 1, value)
+    return bytes([0x80]) + value.to_bytes(width - 1, "big")
 
 
 def _checksummed(block: bytearray) -> bytes:
@@ -82,14 +85,16 @@ def _checksummed(block: bytearray) -> bytes:
 
 
 def header(name: str, typeflag: bytes, size: int = 0, *, linkname: str = "", mode: int = 0o644) -> bytes:
-    """One raw 512-byte header (GNU format: sizes of 8 GiB and over are base-256); ``size`` may be negative."""
+    """A raw header in the GNU format: sizes of 8 GiB and over in base-256, a name or link name over
+    100 bytes in a long name ('L', 'K') header before it; ``size`` may be negative."""
     info = tarfile.TarInfo(name)
     info.type, info.size, info.linkname, info.mode, info.mtime = typeflag, max(size, 0), linkname, mode, MTIME
-    block = bytearray(info.tobuf(tarfile.GNU_FORMAT)[-BLOCK:])
+    raw = info.tobuf(tarfile.GNU_FORMAT)
+    block = bytearray(raw[-BLOCK:])
     if size < 0:  # base-256, two's complement
         block[124:136] = (size % (1 << 96)).to_bytes(12, "big")
         block[124] |= 0x80
-    return _checksummed(block)
+    return raw[:-BLOCK] + _checksummed(block)
 
 
 def regular(name: str, data: bytes = b"", *, mode: int = 0o644) -> bytes:
