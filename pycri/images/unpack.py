@@ -49,6 +49,7 @@ from typing import IO, TYPE_CHECKING, BinaryIO, Protocol, Self, TypeVar, cast
 import zstandard
 
 from pycri.errors import Code, CRIError
+from pycri.host import tree
 from pycri.host.tree import remove_tree
 
 if TYPE_CHECKING:
@@ -361,6 +362,10 @@ class _Header(tarfile.TarInfo):
         next.sparse = list(zip(numbers[::2], numbers[1::2], strict=True))  # type: ignore[assignment]  # typeshed says bytes
 
 
+def _raise(exc: OSError) -> None:
+    raise exc
+
+
 def _split(name: str, member: str, what: str = "path") -> list[str]:
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
@@ -399,7 +404,24 @@ class _Unpacker:
         self.uid_map = uid_map
         self.limits = limits
         self.stats = UnpackStats()
-        self.dirs: list[tuple[list[str], tuple[int, int]]] = []
+        # Times of the directories entries made, by (device, inode): a layer can name one deep directory
+        # over and over, and its path would be kept each time.
+        self.dir_times: dict[tuple[int, int], tuple[int, int]] = {}
+        self.last_parent: tuple[list[str], int] | None = None  # the previous entry's parent and a descriptor of it
+
+    def close(self) -> None:
+        if self.last_parent is not None:
+            os.close(self.last_parent[1])
+            self.last_parent = None
+
+    def parent(self, parts: list[str], member: str) -> int:
+        """A new descriptor of directory ``parts``, made if missing; entries in one directory share one walk."""
+        if self.last_parent is not None and self.last_parent[0] == parts:
+            return os.dup(self.last_parent[1])
+        fd = self.walk(parts, member, create=True)
+        self.close()
+        self.last_parent = (parts, os.dup(fd))
+        return fd
 
     def walk(self, parts: list[str], member: str, *, create: bool) -> int:
         """A new descriptor of directory ``parts`` under root, never crossing a symlink."""
@@ -442,7 +464,7 @@ class _Unpacker:
         if any(p.startswith(_WH_META) for p in parts) and parts[-1] != _OPAQUE:
             return  # aufs bookkeeping (.wh..wh.plnk and such), meaningless here
         self.stats.entries += 1
-        parent = self.walk(parts[:-1], m.name, create=True)
+        parent = self.parent(parts[:-1], m.name)
         try:
             if parts[-1].startswith(_WH):
                 self.whiteout(m, parent, parts[-1])
@@ -485,10 +507,25 @@ class _Unpacker:
         if stat.S_ISDIR(st.st_mode):
             if is_dir:
                 return True, False
+            self.close()  # the previous entry's directory may be in what goes
+            self.forget_times(parent, base, st)
             remove_tree(base, dir_fd=parent)
         else:
             os.unlink(base, dir_fd=parent)
         return False, stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+    def forget_times(self, parent: int, base: str, st: os.stat_result) -> None:
+        """The directories below ``base`` are about to go: their inodes may come back as other directories."""
+        if not self.dir_times:
+            return
+        self.dir_times.pop((st.st_dev, st.st_ino), None)
+        fd = os.open(base, _DIR_FLAGS, dir_fd=parent)
+        try:
+            for _, _, _, below in tree.walk(fd, base, _raise):
+                if below is not None:
+                    self.dir_times.pop((below.st_dev, below.st_ino), None)
+        finally:
+            os.close(fd)
 
     def create(self, m: tarfile.TarInfo, parent: int, parts: list[str]) -> None:
         base = parts[-1]
@@ -522,9 +559,10 @@ class _Unpacker:
                 self.metadata(m, parent, base, fd, times=False)
                 if was_whiteout:  # `.wh.<dir>` then `<dir>/`: nothing from below shows through
                     os.setxattr(fd, _OPAQUE_XATTR, b"y")
+                made = os.fstat(fd)
             finally:
                 os.close(fd)
-            self.dirs.append((parts, _times(m)))
+            self.dir_times[(made.st_dev, made.st_ino)] = _times(m)
         elif m.issym():
             os.symlink(m.linkname, base, dir_fd=parent)
             self.metadata(m, parent, base, None, symlink=True)
@@ -625,16 +663,13 @@ class _Unpacker:
                 os.utime(base, ns=_times(m), dir_fd=parent, follow_symlinks=False)
 
     def finish(self) -> None:
-        """Directory times last: writing inside a directory changes its mtime."""
-        for parts, times in reversed(self.dirs):
-            try:
-                fd = self.walk(parts, "", create=False)
-            except UnpackError:
-                continue  # replaced by a non-directory later in the layer
-            try:
-                os.utime(fd, ns=times)
-            finally:
-                os.close(fd)
+        """Directory times last (writing inside a directory changes its mtime), in one walk of the layer."""
+        self.close()
+        if not self.dir_times:
+            return
+        for parent, _, name, st in tree.walk(self.root, "<layer>", _raise):
+            if st is not None and (times := self.dir_times.get((st.st_dev, st.st_ino))) is not None:
+                os.utime(name, ns=times, dir_fd=parent, follow_symlinks=False)
 
 
 def _headers(read: Callable[[], _T], source: _Source) -> _T:
@@ -677,30 +712,33 @@ def unpack_layer(stream: Readable, dest: Path, *, uid_map: IdMap | None = None, 
         )
         with archive:
             unpacker = _Unpacker(archive, source, root, uid_map, limits)
-            entries = 0
-            while True:
-                member = _headers(archive.next, source)
-                if member is None:
-                    break
-                archive.members.clear()  # every header is kept otherwise
-                entries += 1
-                if entries > limits.max_entries:
-                    raise UnpackLimitError(f"layer has more than {limits.max_entries} entries (images.max_layer_entries)")
-                try:
-                    unpacker.entry(member)
-                except tarfile.TarError as e:
-                    raise UnpackError(f"{member.name!r}: layer tar stream is corrupt or truncated: {e}") from e
-                except (OSError, ValueError, OverflowError) as e:
-                    raise UnpackError(f"{member.name!r}: {e}") from e
-                except MemoryError as e:
-                    raise UnpackLimitError(f"{member.name!r}: out of memory unpacking the layer") from e
-            if not isinstance(archive.end, _EOF_HEADER):
-                reason = archive.end or "no end-of-archive marker"
-                raise UnpackError(f"layer tar stream is truncated or corrupt at offset {archive.offset}: {reason}")
             try:
-                unpacker.finish()
-            except OSError as e:
-                raise UnpackError(f"setting directory times: {e}") from e
+                entries = 0
+                while True:
+                    member = _headers(archive.next, source)
+                    if member is None:
+                        break
+                    archive.members.clear()  # every header is kept otherwise
+                    entries += 1
+                    if entries > limits.max_entries:
+                        raise UnpackLimitError(f"layer has more than {limits.max_entries} entries (images.max_layer_entries)")
+                    try:
+                        unpacker.entry(member)
+                    except tarfile.TarError as e:
+                        raise UnpackError(f"{member.name!r}: layer tar stream is corrupt or truncated: {e}") from e
+                    except (OSError, ValueError, OverflowError) as e:
+                        raise UnpackError(f"{member.name!r}: {e}") from e
+                    except MemoryError as e:
+                        raise UnpackLimitError(f"{member.name!r}: out of memory unpacking the layer") from e
+                if not isinstance(archive.end, _EOF_HEADER):
+                    reason = archive.end or "no end-of-archive marker"
+                    raise UnpackError(f"layer tar stream is truncated or corrupt at offset {archive.offset}: {reason}")
+                try:
+                    unpacker.finish()
+                except OSError as e:
+                    raise UnpackError(f"setting directory times: {e}") from e
+            finally:
+                unpacker.close()
         while source.read(_CHUNK):
             pass  # padding after the end-of-archive marker belongs to the diff_id too
     finally:

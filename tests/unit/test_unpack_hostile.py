@@ -20,9 +20,11 @@ from pycri.images.unpack import Limits, UnpackError, UnpackLimitError, UnpackSta
 from tests.support import trees
 from tests.support.hostile import (
     END,
+    MTIME,
     Part,
     Repeat,
     Zeros,
+    directory,
     gnu_sparse,
     gnu_sparse_map_bomb,
     gzipped,
@@ -282,3 +284,62 @@ def test_skipped_entries_count_too(dest: Path) -> None:
 def test_default_limits_match_the_configuration() -> None:
     images = config.ImagesConfig()
     assert Limits() == Limits(images.max_layer_unpacked_bytes, images.max_layer_entries)
+
+
+# -- directories: their times are kept by inode, consecutive entries share a walk ------------------------------
+
+
+def test_repeated_deep_directory_entries_cost_neither_memory_nor_walks(dest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    deep = "d/" * 2000  # 4000 bytes: within PATH_MAX
+    blob = gzipped([Repeat(directory(deep), 2000), regular(deep + "f", b"x"), END])
+    opened = 0
+    real_open = os.open
+
+    def counting_open(*args: Any, **kwargs: Any) -> int:
+        nonlocal opened
+        opened += 1
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(os, "open", counting_open)
+    peak = peak_of(lambda: unpack_blob(blob, dest))
+    assert peak < 8 * MiB  # not 2000 lists of 2000 names
+    assert opened < 20_000  # not 2000 per entry
+    fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        depth = 0
+        while True:
+            try:
+                child = os.open("d", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                break
+            os.close(fd)
+            fd, depth = child, depth + 1
+        assert depth == 2000
+        assert os.stat(fd).st_mtime_ns == hostile_mtime_ns()
+        assert os.stat("f", dir_fd=fd).st_size == 1
+    finally:
+        os.close(fd)
+
+
+def hostile_mtime_ns() -> int:
+    return MTIME * 10**9
+
+
+def test_directory_times_survive_later_entries_and_replacements(dest: Path) -> None:
+    raw = joined(
+        [
+            header("a/", tarfile.DIRTYPE, mode=0o755),
+            header("a/b/", tarfile.DIRTYPE, mode=0o755),
+            regular("a/b/f", b"1"),
+            header("x/", tarfile.DIRTYPE, mode=0o755),
+            header("x/y/", tarfile.DIRTYPE, mode=0o755),
+            regular("x", b"now a file"),  # x/ and x/y/ are gone: their times go with them
+            header("z/", tarfile.DIRTYPE, mode=0o755),  # may reuse a freed inode: gets its own time
+            regular("a/g", b"2"),
+            END,
+        ]
+    )
+    unpack_blob(raw, dest, OCI_TAR)
+    for path in ("a", "a/b", "z"):
+        assert (dest / path).stat().st_mtime_ns == hostile_mtime_ns()
+    assert (dest / "x").read_bytes() == b"now a file"
