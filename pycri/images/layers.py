@@ -1,12 +1,11 @@
 """Unpacked layers, one directory per chain ID, ready to be overlayfs lower dirs.
 
 ``layers/<chain hex>`` exists only when complete: a layer is unpacked into
-``layers/.tmp-*`` (in one of the store's own ``UNPACK_THREADS`` threads, so
-that a large pull never takes the threads the rest of the daemon's blocking
-calls run in), its uncompressed digest checked
-against the image config's diff ID, then renamed into place. A failed or
-cancelled unpack leaves nothing. Two pulls needing the same chain ID share one
-unpack.
+``layers/.tmp-*``, its uncompressed digest checked against the image config's
+diff ID, then renamed into place. A failed or cancelled unpack leaves nothing.
+Two pulls needing the same chain ID share one unpack. Unpacking runs in the
+store's own ``UNPACK_THREADS`` threads, so that a large pull never takes the
+threads every other blocking call of the daemon runs in.
 """
 
 from __future__ import annotations
