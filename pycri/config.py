@@ -65,6 +65,17 @@ class ImagesConfig:
         default_factory=list, metadata=_doc("Images reported as pinned (never garbage-collected by kubelet).")
     )
     max_concurrent_downloads: int = field(default=3, metadata=_doc("Layers downloaded in parallel per pull."))
+    max_layer_unpacked_bytes: int = field(
+        default=64 << 30,
+        metadata=_doc(
+            "Most bytes one layer may unpack to (64 GiB): its uncompressed tar, and the sizes of its files "
+            "(a sparse file at its full size). A layer over it fails its pull."
+        ),
+    )
+    max_layer_entries: int = field(
+        default=2_000_000,
+        metadata=_doc("Most entries (files, directories, links...) one layer may hold. A layer over it fails its pull."),
+    )
 
 
 @dataclass
@@ -226,6 +237,9 @@ def validate(cfg: Config) -> Config:
     absolute("images.auth_file", cfg.images.auth_file, allow_empty=True)
     if not 1 <= cfg.images.max_concurrent_downloads <= 64:
         raise ConfigError("images.max_concurrent_downloads: must be between 1 and 64")
+    for key in ("max_layer_unpacked_bytes", "max_layer_entries"):
+        if getattr(cfg.images, key) < 1:
+            raise ConfigError(f"images.{key}: must be at least 1")
     if not 0 <= cfg.streaming.port <= 65535:
         raise ConfigError(f"streaming.port: must be between 0 and 65535, got {cfg.streaming.port}")
     if bool(cfg.streaming.tls_cert_file) != bool(cfg.streaming.tls_key_file):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import random
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from pycri import config as config_mod
+from pycri.host.tree import remove_tree
 
 
 class DaemonProcess:
@@ -153,7 +153,7 @@ class DaemonProcess:
         if left:
             self.force_clean()
         if self._cleanup:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            remove_tree(self.workdir, ignore_errors=True)
             if self.cfg.cni.default_bridge.startswith("pycri-t"):
                 subprocess.run(["ip", "link", "delete", self.cfg.cni.default_bridge], capture_output=True)
         if left and et is None:

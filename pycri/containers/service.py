@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import signal as signal_mod
 import sqlite3
 import time
@@ -33,6 +32,7 @@ from pycri.containers import rootfs as rootfs_mod
 from pycri.containers.model import CRI_STATES, STEP_CREATED, STEP_DIR, STEP_ROOTFS, Container, State
 from pycri.containers.registry import ContainerRegistry
 from pycri.containers.specs import HOST
+from pycri.host.tree import remove_tree
 from pycri.images.records import ImageRecord
 from pycri.images.service import ImageService
 from pycri.oci import container_spec
@@ -490,7 +490,7 @@ class ContainerService:
         if STEP_ROOTFS in container.steps:
             await asyncio.to_thread(rootfs_mod.unmount_rootfs, container.dir)
         if STEP_DIR in container.steps:
-            await asyncio.to_thread(shutil.rmtree, container.dir, True)
+            await asyncio.to_thread(remove_tree, container.dir, True)
         await self.store.containers.delete(container.id)
         self._forget(container)
 
@@ -619,7 +619,7 @@ class ContainerService:
                 except OSError as exc:
                     log.error("leftover container directory %s kept: %s", leftover, exc)
                     continue
-                await asyncio.to_thread(shutil.rmtree, leftover, True)
+                await asyncio.to_thread(remove_tree, leftover, True)
         log.info("containers: %d recovered", len(self.containers))
 
     async def close(self) -> None:

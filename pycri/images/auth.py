@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 DEFAULT_TOKEN_LIFETIME = 60
+MAX_TOKEN_RESPONSE_BYTES = 1 << 20
+"""A token server's answer is a small JSON object; anything longer is refused unread."""
 DEFAULT_CLIENT_ID = "pycri"
 DOCKER_HUB_KEYS = ("docker.io", "index.docker.io", "registry-1.docker.io")
 
@@ -319,6 +321,8 @@ class Token:
 
 def parse_token_response(body: bytes) -> Token:
     """Read a token server's JSON reply (``token`` or ``access_token``, ``expires_in``, ``issued_at``)."""
+    if len(body) > MAX_TOKEN_RESPONSE_BYTES:
+        raise AuthError(f"token response is over {MAX_TOKEN_RESPONSE_BYTES} bytes")
     try:
         data = json.loads(body)
     except ValueError as exc:

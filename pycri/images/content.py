@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import BinaryIO
+
+from pycri.host.tree import remove_tree
 
 WRITE_BATCH = 1 << 20
 
@@ -48,7 +49,7 @@ class ContentStore:
         """Create the directories and drop half-written ingests of an earlier run (sync: start-up)."""
         for algorithm in ("sha256", "sha512"):
             (self.blobs / algorithm).mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(self.ingest_dir, ignore_errors=True)
+        remove_tree(self.ingest_dir, ignore_errors=True)
         self.ingest_dir.mkdir(parents=True, exist_ok=True)
 
     def path(self, digest: str) -> Path:

@@ -52,7 +52,7 @@ from pycri.images import reference
 from pycri.images.content import ContentError
 from pycri.images.layers import LayerError
 from pycri.images.records import ImageRecord
-from pycri.images.unpack import UnpackError
+from pycri.images.unpack import UnpackError, UnpackLimitError
 
 if TYPE_CHECKING:
     from pycri.images.service import ImageService
@@ -80,6 +80,10 @@ class _Bad(Exception):
 
 class _Corrupt(Exception):
     """Content that is not what the archive says it is (DATA_LOSS)."""
+
+
+class _TooBig(Exception):
+    """A layer over one of the unpacking limits (RESOURCE_EXHAUSTED)."""
 
 
 # -- reading the archive (synchronous: always called in a worker thread) -------------------------
@@ -504,11 +508,14 @@ class _Importer:
             for (desc, name), diff_id, chain in zip(layers, config.diff_ids, chains, strict=True):
                 blob = await self._copy(desc, name)
                 if not await asyncio.to_thread(self.images.layers.has, chain):
-                    await self.images.layers.ensure(chain, diff_id, blob, desc.media_type)
+                    try:
+                        await self.images.layers.ensure(chain, diff_id, blob, desc.media_type)
+                    except UnpackLimitError as exc:
+                        raise _TooBig(f"image {config_digest}: layer {desc.digest}: {exc}") from None
+                    except (LayerError, UnpackError) as exc:
+                        raise _Corrupt(f"image {config_digest}: layer {desc.digest}: {exc}") from None
         except ContentError as exc:
             raise _Corrupt(str(exc)) from None
-        except (LayerError, UnpackError) as exc:
-            raise _Corrupt(f"image {config_digest}: {exc}") from None
         size = sum(len(data) for _, data in kept) + len(config_bytes) + sum(desc.size for desc, _ in layers)
         self._add(
             _Staged(
@@ -554,6 +561,8 @@ async def import_archive(images: ImageService, path: Path) -> list[ImageRecord]:
             raise errors.InvalidArgument(f"import {path}: {exc}") from None
         except _Corrupt as exc:
             raise errors.DataLoss(f"import {path}: {exc}") from None
+        except _TooBig as exc:
+            raise errors.ResourceExhausted(f"import {path}: {exc}") from None
         records = [
             await images.add_record(
                 config_digest=s.config_digest,

@@ -23,7 +23,7 @@ from pycri.images.layers import LayerError, LayerStore
 from pycri.images.reference import Reference
 from pycri.images.registries_conf import Endpoint
 from pycri.images.registry import ManifestNotFound, RegistryClient, RegistryError
-from pycri.images.unpack import UnpackError
+from pycri.images.unpack import UnpackError, UnpackLimitError
 
 log = logging.getLogger("pycri.pull")
 
@@ -45,6 +45,12 @@ class Pulled:
     def claimed(self) -> list[str]:
         """What the pull claimed for itself; the caller releases it once the image is recorded."""
         return self.blobs + self.chain_ids
+
+
+def _read_at_most(path: Path, limit: int) -> bytes:
+    """The file's first ``limit + 1`` bytes: enough to tell it is over ``limit``, never more."""
+    with open(path, "rb") as f:
+        return f.read(limit + 1)
 
 
 class Claims:
@@ -138,8 +144,13 @@ class Puller:
             for digest, data in kept:
                 if not await asyncio.to_thread(self.content.has, digest):
                     await self.content.put_bytes(digest, data, "manifest")
+            if manifest.config.size > mf.MAX_CONFIG_BYTES:
+                raise errors.ResourceExhausted(
+                    f"pulling {ref}: image config {manifest.config.digest} is {manifest.config.size} bytes, "
+                    f"over the {mf.MAX_CONFIG_BYTES}-byte limit"
+                )
             config_path = await self._blob(endpoint, manifest.config, creds, "config", progress)
-            config_bytes = await asyncio.to_thread(config_path.read_bytes)
+            config_bytes = await asyncio.to_thread(_read_at_most, config_path, mf.MAX_CONFIG_BYTES)
             try:
                 config = mf.parse_config(config_bytes)
             except mf.ManifestError as exc:
@@ -202,6 +213,8 @@ class Puller:
                 blob = await self._blob(endpoint, layer, creds, "layer", progress)
             try:
                 await self.layers.ensure(chain, diff_id, blob, layer.media_type)
+            except UnpackLimitError as exc:
+                raise errors.ResourceExhausted(f"layer {layer.digest}: {exc}") from None
             except (LayerError, UnpackError) as exc:
                 raise errors.DataLoss(f"layer {layer.digest}: {exc}") from None
 

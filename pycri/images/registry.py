@@ -55,6 +55,23 @@ class Fetched:
     digest_header: str
 
 
+async def read_at_most(response: httpx.Response, limit: int, *, raw: bool = False) -> bytes | None:
+    """The body of a streamed ``response``, or None, read no further, once it is over ``limit`` bytes.
+
+    ``raw`` keeps the bytes as sent (a manifest's digest is over those), else they are decoded
+    (Content-Encoding); either way a body declaring more than ``limit`` bytes is not read at all.
+    """
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in response.aiter_raw() if raw else response.aiter_bytes():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
 def is_loopback(host: str) -> bool:
     name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
     name = name.strip("[]")
@@ -144,16 +161,28 @@ class RegistryClient:
             cached = self._tokens.get(request.key, time.monotonic())
             if cached is not None:
                 return auth.bearer_header(cached.token)
+            server = request.url.split("?")[0]
+            sent = self._http.build_request(request.method, request.url, headers=request.headers, content=request.body)
             try:
-                reply = await self._http.request(request.method, request.url, headers=request.headers, content=request.body)
+                reply = await self._http.send(sent, stream=True)
             except httpx.HTTPError as exc:
-                raise RegistryAuthError(f"{endpoint.host}: token server {request.url.split('?')[0]} unreachable: {exc}") from exc
-            if reply.status_code in (401, 403):
-                raise RegistryAuthError(f"{endpoint.host}: token server refused the credentials ({reply.status_code})")
-            if reply.status_code != 200:
-                raise RegistryAuthError(f"{endpoint.host}: token server answered {reply.status_code}")
+                raise RegistryAuthError(f"{endpoint.host}: token server {server} unreachable: {exc}") from exc
             try:
-                token = auth.parse_token_response(reply.content)
+                if reply.status_code in (401, 403):
+                    raise RegistryAuthError(f"{endpoint.host}: token server refused the credentials ({reply.status_code})")
+                if reply.status_code != 200:
+                    raise RegistryAuthError(f"{endpoint.host}: token server answered {reply.status_code}")
+                body = await read_at_most(reply, auth.MAX_TOKEN_RESPONSE_BYTES)
+            except httpx.HTTPError as exc:
+                raise RegistryAuthError(f"{endpoint.host}: reading the answer of token server {server}: {exc}") from exc
+            finally:
+                await reply.aclose()
+            if body is None:
+                raise RegistryAuthError(
+                    f"{endpoint.host}: the token server's answer is over {auth.MAX_TOKEN_RESPONSE_BYTES} bytes"
+                )
+            try:
+                token = auth.parse_token_response(body)
             except auth.AuthError as exc:
                 raise RegistryAuthError(f"{endpoint.host}: {exc}") from None
             self._tokens.put(request.key, token, time.monotonic())
@@ -205,16 +234,14 @@ class RegistryClient:
                 raise ManifestNotFound(f"{endpoint.host}/{endpoint.repository}{sep}{reference}: manifest unknown")
             if response.status_code != 200:
                 raise RegistryError(f"{endpoint.host}: GET {path} answered {response.status_code}")
-            body = bytearray()
-            async for chunk in response.aiter_raw():
-                body += chunk
-                if len(body) > MAX_MANIFEST_BYTES:
-                    raise RegistryError(f"{endpoint.host}: manifest {reference} is over {MAX_MANIFEST_BYTES} bytes")
+            body = await read_at_most(response, MAX_MANIFEST_BYTES, raw=True)
+            if body is None:
+                raise RegistryError(f"{endpoint.host}: manifest {reference} is over {MAX_MANIFEST_BYTES} bytes")
         except httpx.HTTPError as exc:
             raise RegistryError(f"{endpoint.host}: reading manifest {reference}: {exc}") from exc
         finally:
             await response.aclose()
-        return Fetched(bytes(body), response.headers.get("content-type", ""), response.headers.get("docker-content-digest", ""))
+        return Fetched(body, response.headers.get("content-type", ""), response.headers.get("docker-content-digest", ""))
 
     async def blob(self, endpoint: Endpoint, digest: str, creds: auth.Credentials | None) -> AsyncIterator[bytes]:
         """Stream a blob; the caller verifies size and digest."""

@@ -27,6 +27,7 @@ from pycri.images.layers import LayerStore
 from pycri.images.pull import Claims, Progress, Pulled, Puller
 from pycri.images.records import ImageIndex, ImageRecord
 from pycri.images.registry import RegistryClient
+from pycri.images.unpack import Limits
 from pycri.store import Store
 
 log = logging.getLogger("pycri.images")
@@ -74,7 +75,10 @@ class ImageService:
         self.root = Path(cfg.root_dir) / "images"
         self.container_root = Path(cfg.root_dir) / "containers"
         self.content = ContentStore(self.root / "content")
-        self.layers = LayerStore(self.root / "layers")
+        self.layers = LayerStore(
+            self.root / "layers",
+            limits=Limits(max_bytes=cfg.images.max_layer_unpacked_bytes, max_entries=cfg.images.max_layer_entries),
+        )
         self.index = ImageIndex()
         self.claims = Claims()
         self.in_use = in_use  # the chain IDs containers use (pycri.containers.registry)
@@ -128,6 +132,7 @@ class ImageService:
     async def close(self) -> None:
         if self._registry is not None:
             await self._registry.close()
+        await self.layers.close()
 
     @staticmethod
     def _normalize(text: str) -> str:

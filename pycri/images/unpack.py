@@ -17,9 +17,17 @@ spec, a whiteout only hides what *lower* layers hold: an entry this layer
 writes stays, before or after its whiteout (a directory is then made opaque,
 which is how overlayfs says "this layer's version, nothing from below").
 
-The tar is read as a stream (``r|``), file data is copied in chunks, and the
-rest of the stream is drained at the end so a ``DigestingReader`` sees every
+The tar is read forward only, file data is copied in chunks, and the rest of
+the stream is drained at the end so a ``DigestingReader`` sees every
 uncompressed byte. Truncated or corrupt input raises ``UnpackError``.
+
+Memory stays bounded whatever the layer says. ``tarfile`` reads each extension
+header (PAX ``x``/``g``, GNU long name ``L`` and long link ``K``) whole, so its
+size is checked on the raw 512-byte header first and refused over 1 MiB, Go's
+``archive/tar`` limit (containerd's reader); all the headers and the sparse map of
+one entry may take 4 MiB at most, and 16 extension headers at most may lead one
+entry. Global PAX headers are ignored, as containerd does. Going over a limit, or
+running out of memory, raises ``UnpackLimitError``.
 """
 
 from __future__ import annotations
@@ -30,23 +38,38 @@ import gzip
 import hashlib
 import io
 import os
-import shutil
 import stat
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol, Self
+from typing import IO, TYPE_CHECKING, BinaryIO, Protocol, Self, TypeVar, cast
 
 import zstandard
 
-from pycri.errors import CRIError
+from pycri.errors import Code, CRIError
+from pycri.host import tree
+from pycri.host.tree import remove_tree
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
-__all__ = ["MEDIA_TYPES", "DigestingReader", "IdMap", "Readable", "UnpackError", "UnpackStats", "open_layer", "unpack_layer"]
+__all__ = [
+    "MAX_ENTRY_HEADER_BYTES",
+    "MAX_EXTENSION_HEADERS",
+    "MAX_HEADER_BYTES",
+    "MEDIA_TYPES",
+    "DigestingReader",
+    "IdMap",
+    "Limits",
+    "Readable",
+    "UnpackError",
+    "UnpackLimitError",
+    "UnpackStats",
+    "open_layer",
+    "unpack_layer",
+]
 
 _OCI = "application/vnd.oci.image.layer"
 _DOCKER = "application/vnd.docker.image.rootfs"
@@ -64,10 +87,28 @@ MEDIA_TYPES: dict[str, str] = {
 }
 """Layer media type -> compression ("tar" means none)."""
 
+_T = TypeVar("_T")
+
 IdMap = Callable[[int, int], tuple[int, int]]
 """Maps the (uid, gid) in the tar to the (uid, gid) stored on disk; raise ValueError or KeyError if unmapped."""
 
+MAX_HEADER_BYTES = 1 << 20
+"""One PAX or GNU long name/link header, as Go's archive/tar (maxSpecialFileSize)."""
+MAX_ENTRY_HEADER_BYTES = 4 << 20
+"""Everything read to parse one entry's headers: extension headers and sparse map together."""
+MAX_EXTENSION_HEADERS = 16
+"""Extension headers before one entry (tar writers put three at most: x, L, K)."""
+
 _CHUNK = 1 << 20
+_PATH_MAX = 4095  # bytes of a Linux path, without its NUL
+_MAX_MESSAGE = 1024
+_EXTENSIONS = {
+    tarfile.XHDTYPE: "PAX extended header",
+    tarfile.SOLARIS_XHDTYPE: "PAX extended header",
+    tarfile.XGLTYPE: "PAX global header",
+    tarfile.GNUTYPE_LONGNAME: "GNU long name",
+    tarfile.GNUTYPE_LONGLINK: "GNU long link name",
+}
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _WH = ".wh."
 _WH_META = ".wh..wh."
@@ -79,7 +120,28 @@ _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, zstandard.ZstdError)
 
 
 class UnpackError(CRIError):
-    """The layer is malformed, hostile or could not be written."""
+    """The layer is malformed, hostile or could not be written; the message is kept short whatever names it quotes."""
+
+    def __init__(self, message: str) -> None:
+        if len(message) > _MAX_MESSAGE:  # the start names the entry, the end says what is wrong
+            half = (_MAX_MESSAGE - 40) // 2
+            message = f"{message[:half]} [...{len(message) - 2 * half} characters...] {message[-half:]}"
+        super().__init__(message)
+
+
+class UnpackLimitError(UnpackError):
+    """The layer goes over a limit (header sizes, unpacked size, entry count) or over the memory there is."""
+
+    code = Code.RESOURCE_EXHAUSTED
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much one layer may hold; the defaults are those of the configuration's ``[images]``."""
+
+    max_bytes: int = 64 << 30
+    """The uncompressed tar stream, and the sizes of its files (a sparse file's at its full size), each at most."""
+    max_entries: int = 2_000_000
 
 
 @dataclass
@@ -152,18 +214,69 @@ class DigestingReader:
         return f"sha256:{self._hash.hexdigest()}"
 
 
-class _Source(io.RawIOBase):
-    """What tarfile reads: read failures become ``UnpackError``."""
+class _Source:
+    """What tarfile reads: the layer, forward only, with the position and forward seeks tarfile needs.
 
-    def __init__(self, stream: Readable) -> None:
-        super().__init__()
+    Read failures become ``UnpackError``. While the headers of an entry are parsed
+    (``budget`` set) what is read is counted against ``MAX_ENTRY_HEADER_BYTES``.
+    """
+
+    def __init__(self, stream: Readable, max_bytes: int) -> None:
         self._stream = stream
+        self._max_bytes = max_bytes
+        self._position = 0
+        self.budget: int | None = None
+        self.entry_at = 0  # where the headers being parsed start
+        self.extensions = 0  # extension headers seen before the entry at entry_at
 
-    def read(self, size: int = -1, /) -> bytes:
-        try:
-            return self._stream.read(size)
-        except _READ_ERRORS as e:
-            raise UnpackError(f"reading layer: {e}") from e
+    def _take(self, size: int) -> bytes:
+        parts: list[bytes] = []
+        wanted = size
+        while wanted > 0:
+            try:
+                data = self._stream.read(min(wanted, _CHUNK))
+            except _READ_ERRORS as e:
+                raise UnpackError(f"reading layer: {e}") from e
+            if not data:
+                break
+            parts.append(data)
+            wanted -= len(data)
+        self._position += size - wanted
+        if self._position > self._max_bytes:
+            raise UnpackLimitError(
+                f"layer tar stream is over {self._max_bytes} bytes uncompressed (images.max_layer_unpacked_bytes)"
+            )
+        return b"".join(parts)
+
+    def read(self, size: int, /) -> bytes:
+        if self.budget is not None:
+            if size > self.budget:
+                raise UnpackLimitError(
+                    f"layer tar stream: the headers of the entry at offset {self.entry_at} (extended headers, sparse map) "
+                    f"take more than {MAX_ENTRY_HEADER_BYTES} bytes"
+                )
+            self.budget -= size
+        return self._take(size)
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, position: int, whence: int = os.SEEK_SET, /) -> int:
+        if whence != os.SEEK_SET or position < self._position:
+            raise UnpackError(f"layer tar stream: cannot go back from offset {self._position} to {position}")
+        while position > self._position and self._take(min(position - self._position, _CHUNK)):
+            pass
+        return self._position
+
+    def seekable(self) -> bool:
+        return False
+
+
+class _IgnoredGlobals(dict[str, str]):
+    """The archive's global PAX headers: none kept (containerd ignores them too), so they cannot pile up."""
+
+    def __setitem__(self, key: str, value: str) -> None:
+        pass
 
 
 class _Archive(tarfile.TarFile):
@@ -171,21 +284,95 @@ class _Archive(tarfile.TarFile):
     end: Exception | None = None  # why tarfile stopped: must be the end-of-archive block
 
 
+class _Oversized(Exception):
+    def __init__(self, kind: str, size: int) -> None:
+        super().__init__(kind, size)
+        self.kind = kind
+        self.size = size
+
+
 class _Header(tarfile.TarInfo):
     @classmethod
+    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
+        """The raw header checked before tarfile reads what follows it."""
+        info = super().frombuf(buf, encoding, errors)
+        if info.size < 0:
+            raise UnpackError(f"layer tar stream: header {info.name[:100]!r} has a negative size")
+        kind = _EXTENSIONS.get(info.type)
+        if kind is not None and info.size > MAX_HEADER_BYTES:
+            raise _Oversized(kind, info.size)
+        return info
+
+    @classmethod
     def fromtarfile(cls, tf: tarfile.TarFile) -> Self:
+        source = tf.fileobj
+        if not isinstance(source, _Source):
+            return super().fromtarfile(tf)
+        first = source.budget is None  # not an extension header's next one
+        if first:
+            source.budget, source.entry_at, source.extensions = MAX_ENTRY_HEADER_BYTES, source.tell(), 0
+        else:
+            source.extensions += 1
+            if source.extensions > MAX_EXTENSION_HEADERS:
+                raise UnpackLimitError(
+                    f"layer tar stream: more than {MAX_EXTENSION_HEADERS} extension headers "
+                    f"before the entry at offset {source.entry_at}"
+                )
         try:
             return super().fromtarfile(tf)
+        except _Oversized as e:
+            at = source.tell() - tarfile.BLOCKSIZE
+            raise UnpackLimitError(
+                f"layer tar stream: {e.kind} of {e.size} bytes at offset {at} is over the {MAX_HEADER_BYTES}-byte limit"
+            ) from None
         except Exception as e:
             if isinstance(tf, _Archive):
                 tf.end = e
             raise
+        finally:
+            if first:
+                source.budget = None
+
+    def _proc_gnusparse_10(self, next: tarfile.TarInfo, pax_headers: dict[str, str], tf: tarfile.TarFile) -> None:
+        """A GNU 1.0 sparse map (which leads the entry's data), in linear time and within MAX_HEADER_BYTES as Go reads it.
+
+        Overrides tarfile's own, which splits its buffer once per number (quadratic) and knows no limit.
+        """
+        fileobj = tf.fileobj
+        assert fileobj is not None
+        at = fileobj.tell()
+        data = bytearray()
+        newlines, count = 0, -1
+        while count < 0 or newlines < 1 + 2 * count:
+            if len(data) >= MAX_HEADER_BYTES:
+                raise UnpackLimitError(
+                    f"layer tar stream: the sparse map at offset {at} is over the {MAX_HEADER_BYTES}-byte limit"
+                )
+            block = fileobj.read(tarfile.BLOCKSIZE)
+            if len(block) != tarfile.BLOCKSIZE:
+                raise tarfile.ReadError(f"unexpected end of data in the sparse map at offset {at}")
+            data += block
+            newlines += block.count(b"\n")
+            if count < 0 and newlines:
+                count = int(data[: data.index(b"\n")])
+                if count < 0:
+                    raise tarfile.ReadError(f"negative entry count in the sparse map at offset {at}")
+        numbers = [int(field) for field in data.split(b"\n", 1 + 2 * count)[1 : 1 + 2 * count]]
+        next.offset_data = fileobj.tell()
+        next.sparse = list(zip(numbers[::2], numbers[1::2], strict=True))  # type: ignore[assignment]  # typeshed says bytes
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
 
 
 def _split(name: str, member: str, what: str = "path") -> list[str]:
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise UnpackError(f"{member!r}: {what} {name!r} escapes the destination ('..' component)")
+        raise UnpackError(f"{member[:200]!r}: {what} {name[:200]!r} escapes the destination ('..' component)")
+    size = len("/".join(parts).encode("utf-8", "surrogateescape"))
+    if size > _PATH_MAX:  # as containerd, which opens whole paths: nothing could use such a path
+        raise UnpackError(f"{member[:200]!r}: {what} is {size} bytes long, over the {_PATH_MAX}-byte limit of Linux paths")
     return parts
 
 
@@ -210,12 +397,31 @@ def _xattrs(m: tarfile.TarInfo) -> Iterator[tuple[str, bytes]]:
 
 
 class _Unpacker:
-    def __init__(self, archive: _Archive, root: int, uid_map: IdMap | None) -> None:
+    def __init__(self, archive: _Archive, source: _Source, root: int, uid_map: IdMap | None, limits: Limits) -> None:
         self.archive = archive
+        self.source = source
         self.root = root
         self.uid_map = uid_map
+        self.limits = limits
         self.stats = UnpackStats()
-        self.dirs: list[tuple[list[str], tuple[int, int]]] = []
+        # Times of the directories entries made, by (device, inode): a layer can name one deep directory
+        # over and over, and its path would be kept each time.
+        self.dir_times: dict[tuple[int, int], tuple[int, int]] = {}
+        self.last_parent: tuple[list[str], int] | None = None  # the previous entry's parent and a descriptor of it
+
+    def close(self) -> None:
+        if self.last_parent is not None:
+            os.close(self.last_parent[1])
+            self.last_parent = None
+
+    def parent(self, parts: list[str], member: str) -> int:
+        """A new descriptor of directory ``parts``, made if missing; entries in one directory share one walk."""
+        if self.last_parent is not None and self.last_parent[0] == parts:
+            return os.dup(self.last_parent[1])
+        fd = self.walk(parts, member, create=True)
+        self.close()
+        self.last_parent = (parts, os.dup(fd))
+        return fd
 
     def walk(self, parts: list[str], member: str, *, create: bool) -> int:
         """A new descriptor of directory ``parts`` under root, never crossing a symlink."""
@@ -258,7 +464,7 @@ class _Unpacker:
         if any(p.startswith(_WH_META) for p in parts) and parts[-1] != _OPAQUE:
             return  # aufs bookkeeping (.wh..wh.plnk and such), meaningless here
         self.stats.entries += 1
-        parent = self.walk(parts[:-1], m.name, create=True)
+        parent = self.parent(parts[:-1], m.name)
         try:
             if parts[-1].startswith(_WH):
                 self.whiteout(m, parent, parts[-1])
@@ -301,10 +507,25 @@ class _Unpacker:
         if stat.S_ISDIR(st.st_mode):
             if is_dir:
                 return True, False
-            shutil.rmtree(base, dir_fd=parent)
+            self.close()  # the previous entry's directory may be in what goes
+            self.forget_times(parent, base, st)
+            remove_tree(base, dir_fd=parent)
         else:
             os.unlink(base, dir_fd=parent)
         return False, stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+    def forget_times(self, parent: int, base: str, st: os.stat_result) -> None:
+        """The directories below ``base`` are about to go: their inodes may come back as other directories."""
+        if not self.dir_times:
+            return
+        self.dir_times.pop((st.st_dev, st.st_ino), None)
+        fd = os.open(base, _DIR_FLAGS, dir_fd=parent)
+        try:
+            for _, _, _, below in tree.walk(fd, base, _raise):
+                if below is not None:
+                    self.dir_times.pop((below.st_dev, below.st_ino), None)
+        finally:
+            os.close(fd)
 
     def create(self, m: tarfile.TarInfo, parent: int, parts: list[str]) -> None:
         base = parts[-1]
@@ -313,14 +534,19 @@ class _Unpacker:
             return
         if not (m.isreg() or m.isdir() or m.issym() or m.ischr() or m.isblk() or m.isfifo()):
             raise UnpackError(f"{m.name!r}: unsupported tar entry type {m.type!r}")
+        segments: list[tuple[int, int]] = []
+        if m.isreg():
+            if self.stats.bytes + m.size > self.limits.max_bytes:
+                raise UnpackLimitError(
+                    f"{m.name!r}: the layer's files come to more than {self.limits.max_bytes} bytes "
+                    "(images.max_layer_unpacked_bytes)"
+                )
+            segments = self.segments(m)
         kept, was_whiteout = self.make_room(parent, base, m.isdir())
         if m.isreg():
             fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent)
             try:
-                src = self.archive.extractfile(m)
-                if src is not None:
-                    with open(fd, "wb", closefd=False) as out:
-                        shutil.copyfileobj(src, out, _CHUNK)
+                self.write(m, fd, segments)
                 self.metadata(m, parent, base, fd)
             finally:
                 os.close(fd)
@@ -333,9 +559,10 @@ class _Unpacker:
                 self.metadata(m, parent, base, fd, times=False)
                 if was_whiteout:  # `.wh.<dir>` then `<dir>/`: nothing from below shows through
                     os.setxattr(fd, _OPAQUE_XATTR, b"y")
+                made = os.fstat(fd)
             finally:
                 os.close(fd)
-            self.dirs.append((parts, _times(m)))
+            self.dir_times[(made.st_dev, made.st_ino)] = _times(m)
         elif m.issym():
             os.symlink(m.linkname, base, dir_fd=parent)
             self.metadata(m, parent, base, None, symlink=True)
@@ -346,6 +573,45 @@ class _Unpacker:
                 kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
                 os.mknod(base, kind | 0o600, os.makedev(m.devmajor, m.devminor), dir_fd=parent)
             self.metadata(m, parent, base, None)
+
+    def segments(self, m: tarfile.TarInfo) -> list[tuple[int, int]]:
+        """Where the entry's data goes in the file, (offset, size) in order: one run, or a sparse map's runs."""
+        sparse = cast("list[tuple[int, int]] | None", m.sparse)
+        if sparse is None:
+            return [(0, m.size)]
+        runs: list[tuple[int, int]] = []
+        end = 0
+        for offset, size in sparse:
+            if offset < 0 or size < 0 or offset + size > m.size:
+                raise UnpackError(f"{m.name!r}: invalid sparse map: {size} bytes at {offset} go beyond the file's size {m.size}")
+            if size == 0:
+                continue  # GNU tar ends some maps with (file size, 0)
+            if offset < end:
+                raise UnpackError(f"{m.name!r}: invalid sparse map: {size} bytes at {offset} are out of order or overlapping")
+            runs.append((offset, size))
+            end = offset + size
+        if m.offset_data + sum(size for _, size in runs) > self.archive.offset:
+            raise UnpackError(f"{m.name!r}: the sparse map refers to more data than the entry holds")
+        return runs
+
+    def write(self, m: tarfile.TarInfo, fd: int, segments: list[tuple[int, int]]) -> None:
+        """The entry's data into ``fd``: a sparse file's holes are sought over, never written."""
+        self.source.seek(m.offset_data)
+        position = 0
+        for offset, size in segments:
+            if offset != position:
+                os.lseek(fd, offset, os.SEEK_SET)
+            left = size
+            while left:
+                chunk = memoryview(self.source.read(min(left, _CHUNK)))
+                if not chunk:
+                    raise UnpackError(f"{m.name!r}: layer tar stream is truncated in the file's data")
+                left -= len(chunk)
+                while chunk:
+                    chunk = chunk[os.write(fd, chunk) :]
+            position = offset + size
+        if position != m.size:
+            os.ftruncate(fd, m.size)  # a hole up to the end
 
     def hardlink(self, m: tarfile.TarInfo, parent: int, parts: list[str]) -> None:
         target = _split(m.linkname, m.name, "hardlink target")
@@ -397,59 +663,82 @@ class _Unpacker:
                 os.utime(base, ns=_times(m), dir_fd=parent, follow_symlinks=False)
 
     def finish(self) -> None:
-        """Directory times last: writing inside a directory changes its mtime."""
-        for parts, times in reversed(self.dirs):
-            try:
-                fd = self.walk(parts, "", create=False)
-            except UnpackError:
-                continue  # replaced by a non-directory later in the layer
-            try:
-                os.utime(fd, ns=times)
-            finally:
-                os.close(fd)
+        """Directory times last (writing inside a directory changes its mtime), in one walk of the layer."""
+        self.close()
+        if not self.dir_times:
+            return
+        for parent, _, name, st in tree.walk(self.root, "<layer>", _raise):
+            if st is not None and (times := self.dir_times.get((st.st_dev, st.st_ino))) is not None:
+                os.utime(name, ns=times, dir_fd=parent, follow_symlinks=False)
 
 
-def unpack_layer(stream: Readable, dest: Path, *, uid_map: IdMap | None = None) -> UnpackStats:
+def _headers(read: Callable[[], _T], source: _Source) -> _T:
+    """``read`` parses tar headers: whatever it raises is an ``UnpackError``."""
+    try:
+        return read()
+    except UnpackError:
+        raise
+    except tarfile.TarError as e:
+        raise UnpackError(f"layer tar stream is corrupt or truncated: {e}") from e
+    except MemoryError as e:
+        raise UnpackLimitError(f"layer tar stream: out of memory reading the headers at offset {source.entry_at}") from e
+    except Exception as e:  # tarfile lets IndexError, ValueError... out of malformed headers
+        raise UnpackError(f"layer tar stream is corrupt or truncated at offset {source.entry_at}: {type(e).__name__}: {e}") from e
+
+
+def unpack_layer(stream: Readable, dest: Path, *, uid_map: IdMap | None = None, limits: Limits = Limits()) -> UnpackStats:
     """Extract the uncompressed layer tar ``stream`` into ``dest`` (an existing, normally empty directory).
 
     The stream is read to its end, so a ``DigestingReader`` wrapped around it
-    holds the layer's diff_id afterwards. Raises ``UnpackError``.
+    holds the layer's diff_id afterwards. Raises ``UnpackError`` (``UnpackLimitError``
+    for a layer over one of ``limits``).
     """
     try:
         root = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as e:
         raise UnpackError(f"opening unpack destination {str(dest)!r}: {e.strerror}") from e
-    source = _Source(stream)
+    source = _Source(stream, limits.max_bytes)
     try:
-        try:
-            archive = _Archive.open(
-                fileobj=source, mode="r|", tarinfo=_Header, bufsize=_CHUNK, encoding="utf-8", errors="surrogateescape"
-            )
-        except tarfile.TarError as e:
-            raise UnpackError(f"layer is not a valid tar stream: {e}") from e
+        archive = _headers(
+            lambda: _Archive(
+                fileobj=cast(IO[bytes], source),
+                mode="r",
+                tarinfo=_Header,
+                encoding="utf-8",
+                errors="surrogateescape",
+                pax_headers=_IgnoredGlobals(),
+            ),
+            source,
+        )
         with archive:
-            unpacker = _Unpacker(archive, root, uid_map)
-            while True:
-                try:
-                    member = archive.next()
-                except tarfile.TarError as e:
-                    raise UnpackError(f"layer tar stream is corrupt or truncated: {e}") from e
-                if member is None:
-                    break
-                archive.members.clear()  # stream mode keeps every header otherwise
-                try:
-                    unpacker.entry(member)
-                except tarfile.TarError as e:
-                    raise UnpackError(f"{member.name!r}: layer tar stream is corrupt or truncated: {e}") from e
-                except (OSError, ValueError, OverflowError) as e:
-                    raise UnpackError(f"{member.name!r}: {e}") from e
-            if not isinstance(archive.end, _EOF_HEADER):
-                reason = archive.end or "no end-of-archive marker"
-                raise UnpackError(f"layer tar stream is truncated or corrupt at offset {archive.offset}: {reason}")
+            unpacker = _Unpacker(archive, source, root, uid_map, limits)
             try:
-                unpacker.finish()
-            except OSError as e:
-                raise UnpackError(f"setting directory times: {e}") from e
+                entries = 0
+                while True:
+                    member = _headers(archive.next, source)
+                    if member is None:
+                        break
+                    archive.members.clear()  # every header is kept otherwise
+                    entries += 1
+                    if entries > limits.max_entries:
+                        raise UnpackLimitError(f"layer has more than {limits.max_entries} entries (images.max_layer_entries)")
+                    try:
+                        unpacker.entry(member)
+                    except tarfile.TarError as e:
+                        raise UnpackError(f"{member.name!r}: layer tar stream is corrupt or truncated: {e}") from e
+                    except (OSError, ValueError, OverflowError) as e:
+                        raise UnpackError(f"{member.name!r}: {e}") from e
+                    except MemoryError as e:
+                        raise UnpackLimitError(f"{member.name!r}: out of memory unpacking the layer") from e
+                if not isinstance(archive.end, _EOF_HEADER):
+                    reason = archive.end or "no end-of-archive marker"
+                    raise UnpackError(f"layer tar stream is truncated or corrupt at offset {archive.offset}: {reason}")
+                try:
+                    unpacker.finish()
+                except OSError as e:
+                    raise UnpackError(f"setting directory times: {e}") from e
+            finally:
+                unpacker.close()
         while source.read(_CHUNK):
             pass  # padding after the end-of-archive marker belongs to the diff_id too
     finally:

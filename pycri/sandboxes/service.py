@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import socket
 import sqlite3
 import time
@@ -29,6 +28,7 @@ from pycri.api import api_pb2 as api
 from pycri.config import Config
 from pycri.host import checks, mounts
 from pycri.host import userns as host_userns
+from pycri.host.tree import remove_tree
 from pycri.oci import userns
 from pycri.oci.interface import ConmonError, RuntimeCommandError, RuntimeContainer, RuntimeImpl
 from pycri.oci.spec import InfraOptions, Namespaces, infra_spec, sysctl_errors
@@ -344,7 +344,7 @@ class SandboxService:
         remaining = mounts.unmount_below(str(path))
         if remaining:
             raise errors.Internal(f"cannot remove {path}: still mounted: {', '.join(remaining)}")
-        shutil.rmtree(path, ignore_errors=True)
+        remove_tree(path, ignore_errors=True)
 
     # -- stop / remove --------------------------------------------------------------------------
 

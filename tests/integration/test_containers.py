@@ -995,3 +995,17 @@ def test_crun_lifecycle(h: Harness) -> None:
     st = h.status(cid)
     assert (st.state, st.exit_code) == (api.CONTAINER_EXITED, 143)
     h.remove(cid)
+
+
+def test_a_container_with_a_very_deep_tree_in_its_writable_layer_is_removed(h: Harness) -> None:
+    pod = h.pod("deep")
+    # Nested from the top (a path this deep is too long for cd): a/a/.../a, 3000 levels.
+    script = "mkdir a; i=0; while [ $i -lt 3000 ]; do mkdir b && mv a b/a && mv b a || exit 1; i=$((i+1)); done"
+    cid = h.container(pod, "deep", ("/bin/sh", "-c", script))
+    status = h.wait_exited(cid, timeout=300)
+    assert status.exit_code == 0, Path(status.log_path).read_text()[-2000:]
+    directory = Path(h.daemon.cfg.root_dir) / "containers" / cid
+    assert directory.is_dir()
+    h.remove(cid)
+    wait_for("the container's directory to go", lambda: not directory.exists(), timeout=30)
+    assert cid not in h.list()

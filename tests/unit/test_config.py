@@ -17,6 +17,19 @@ def test_default_file_round_trips() -> None:
         assert table in text
 
 
+def test_layer_limits_are_documented_with_their_defaults() -> None:
+    text = config.render_default()
+    assert "\nmax_layer_unpacked_bytes = 68719476736\n" in text
+    assert "\nmax_layer_entries = 2000000\n" in text
+    block = text[text.index("[images]") :]
+    for key in ("max_layer_unpacked_bytes", "max_layer_entries"):
+        help_line = block[: block.index(f"\n{key} = ")].rsplit("\n", 1)[1]
+        assert help_line.startswith("# ")
+        assert "layer" in help_line
+    cfg = config.from_dict({"images": {"max_layer_unpacked_bytes": 1 << 30, "max_layer_entries": 1000}})
+    assert (cfg.images.max_layer_unpacked_bytes, cfg.images.max_layer_entries) == (1 << 30, 1000)
+
+
 def test_missing_default_file_means_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(config, "DEFAULT_PATH", tmp_path / "absent.toml")
     assert config.load(None) == config.Config()
@@ -65,6 +78,8 @@ def test_rendered_custom_config_reads_back() -> None:
         ({"image_socket": "/run/pycri/pycri.sock"}, r"image_socket: must differ from socket"),
         ({"infra_command": []}, r"infra_command: must name a program"),
         ({"images": {"max_concurrent_downloads": 0}}, r"images.max_concurrent_downloads"),
+        ({"images": {"max_layer_unpacked_bytes": 0}}, r"images.max_layer_unpacked_bytes: must be at least 1"),
+        ({"images": {"max_layer_entries": -1}}, r"images.max_layer_entries: must be at least 1"),
     ],
 )
 def test_invalid_values_name_the_key(data: dict[str, object], message: str) -> None:

@@ -22,6 +22,7 @@ from pycri.images import manifest as mf
 from pycri.images.importer import import_archive
 from pycri.images.service import ImageService
 from pycri.store import Store
+from tests.support import hostile
 
 MTIME = 1_700_000_000
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
@@ -493,6 +494,15 @@ async def test_diff_id_mismatch_leaves_no_layer(images: ImageService, tmp_path: 
     image = Image([layer], diff_ids=[digest_of(b"something else")])
     with pytest.raises(errors.DataLoss, match="does not match the config's diff ID"):
         await import_archive(images, write_docker(tmp_path / "saved", [(image, ["x:1"])]))
+    await assert_nothing_left(images)
+
+
+async def test_a_hostile_layer_is_refused_naming_it(images: ImageService, tmp_path: Path) -> None:
+    bomb = Layer(hostile.joined(hostile.header_bomb(tarfile.XHDTYPE, 8 << 20)), gzip=True)
+    image = Image([hello(), bomb])
+    with pytest.raises(errors.ResourceExhausted) as info:
+        await import_archive(images, write_docker(tmp_path / "saved", [(image, ["x:1"])]))
+    assert f"layer {digest_of(bomb.blob)}: layer tar stream: PAX extended header of {8 << 20} bytes" in info.value.message
     await assert_nothing_left(images)
 
 

@@ -10,15 +10,22 @@ import os
 import stat
 import tarfile
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from pycri import config, errors
+from pycri.host.tree import remove_tree
+from pycri.images import layers as layers_mod
 from pycri.images import unpack
 from pycri.images.layers import LayerError, LayerStore
+from pycri.images.service import ImageService
 from pycri.images.unpack import UnpackError
+from pycri.store import Store
+from tests.support import trees
+from tests.support.trees import deep_tree
 
 TAR = "application/vnd.oci.image.layer.v1.tar"
 TAR_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -62,10 +69,12 @@ def write_blob(tmp_path: Path, name: str, data: bytes) -> Path:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> LayerStore:
+async def store(tmp_path: Path) -> AsyncIterator[LayerStore]:
     s = LayerStore(tmp_path / "layers")
     s.prepare()
-    return s
+    yield s
+    await s.close()
+    trees.empty(tmp_path)
 
 
 def names(store: LayerStore) -> list[str]:
@@ -84,14 +93,26 @@ class BlockingUnpack:
         self.calls = 0
         self.entered = threading.Event()
         self.release = threading.Event()
+        self.threads: set[str] = set()
+        self.running = 0
+        self.most = 0  # unpacks running at once
+        self._lock = threading.Lock()
         if not block:
             self.release.set()
 
     def __call__(self, stream: unpack.Readable, dest: Path, **kwargs: Any) -> unpack.UnpackStats:
-        self.calls += 1
+        with self._lock:
+            self.calls += 1
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.threads.add(threading.current_thread().name)
         self.entered.set()
-        self.release.wait(10)
-        return self.real(stream, dest, **kwargs)
+        try:
+            self.release.wait(10)
+            return self.real(stream, dest, **kwargs)
+        finally:
+            with self._lock:
+                self.running -= 1
 
 
 def patch_unpack(monkeypatch: pytest.MonkeyPatch, *, block: bool) -> BlockingUnpack:
@@ -118,6 +139,34 @@ def test_prepare_removes_tmp_leftovers_only(store: LayerStore) -> None:
     (store.root / ".keep").mkdir()
     store.prepare()
     assert names(store) == [".keep", "e" * 64]
+
+
+def test_prepare_removes_leftovers_deeper_than_the_recursion_limit(store: LayerStore) -> None:
+    deep_tree(store.root / ".tmp-deep")
+    deep_tree(store.root / ".tmp-rm-deep")
+    store.prepare()
+    assert names(store) == []
+
+
+def test_prepare_logs_a_leftover_it_cannot_remove_and_carries_on(
+    store: LayerStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in (".tmp-a", ".tmp-b", ".tmp-c"):
+        (store.root / name / "fs").mkdir(parents=True)
+
+    def failing(path: str | os.PathLike[str], ignore_errors: bool = False, **kw: Any) -> list[OSError]:
+        if Path(path).name == ".tmp-a":
+            raise RuntimeError("boom")
+        if Path(path).name == ".tmp-b":
+            return [PermissionError(1, "Operation not permitted", f"{path}/fs")]
+        return remove_tree(path, ignore_errors, **kw)
+
+    monkeypatch.setattr(layers_mod, "remove_tree", failing)
+    store.prepare()
+    assert names(store) == [".tmp-a", ".tmp-b"]
+    assert ".tmp-a: boom" in caplog.text
+    assert "Operation not permitted: '" in caplog.text
+    assert ".tmp-b/fs'" in caplog.text
 
 
 def test_chain_ids_lists_layers_not_hidden_entries(store: LayerStore) -> None:
@@ -192,6 +241,31 @@ async def test_ensure_corrupt_layer(store: LayerStore, tmp_path: Path) -> None:
         await store.ensure(CHAIN, LAYER_DIFF, blob, TAR_GZIP)
     assert names(store) == []
     assert store.in_flight() == set()
+
+
+async def test_a_failed_unpack_of_a_deep_tree_leaves_nothing(store: LayerStore, tmp_path: Path) -> None:
+    deep = tar_bytes({"d/" * 2000 + "f": b"x"})  # 2000 levels: a 4 KiB path
+    with tarfile.open(fileobj=io.BytesIO(deep)) as tf:
+        end = tf.getmembers()[0].offset_data + 512
+    blob = write_blob(tmp_path, "deep", deep[:end])  # no end-of-archive marker
+    with pytest.raises(UnpackError, match="truncated"):
+        await store.ensure(CHAIN, diff_id(deep), blob, TAR)
+    assert names(store) == []
+
+
+async def test_ensure_applies_the_stores_limits(tmp_path: Path) -> None:
+    store = LayerStore(tmp_path / "layers", limits=unpack.Limits(max_entries=3))
+    store.prepare()
+    blob = write_blob(tmp_path, "l1", LAYER_TAR)  # four entries
+    with pytest.raises(unpack.UnpackLimitError, match=r"^layer has more than 3 entries \(images.max_layer_entries\)$"):
+        await store.ensure(CHAIN, LAYER_DIFF, blob, TAR)
+    assert names(store) == []
+
+
+def test_the_image_service_gives_its_layer_store_the_configured_limits(tmp_path: Path) -> None:
+    cfg = config.from_dict({"root_dir": str(tmp_path), "images": {"max_layer_unpacked_bytes": 1000, "max_layer_entries": 7}})
+    service = ImageService(cfg, cast(Store, None))
+    assert service.layers.limits == unpack.Limits(max_bytes=1000, max_entries=7)
 
 
 async def test_ensure_unsupported_media_type(store: LayerStore, tmp_path: Path) -> None:
@@ -286,6 +360,46 @@ async def test_a_waiter_gets_the_layer_when_the_first_caller_is_cancelled(
         await leader
     assert store.has(CHAIN)
     assert await follower == store.path(CHAIN)
+
+
+# -- the unpack threads ---------------------------------------------------------------------------------
+
+
+async def test_unpacks_run_in_their_own_threads_not_in_the_default_pool(
+    store: LayerStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counter = patch_unpack(monkeypatch, block=True)
+    blob = write_blob(tmp_path, "l1", LAYER_TAR)
+    many = (os.cpu_count() or 1) + 8  # more than asyncio's default pool has threads
+    chains = [f"sha256:{i:064x}" for i in range(many)]
+    tasks = [asyncio.create_task(store.ensure(chain, LAYER_DIFF, blob, TAR)) for chain in chains]
+    try:
+        for _ in range(500):
+            if counter.calls:
+                break
+            await asyncio.sleep(0.01)
+        # Every unpack is blocked, yet other blocking work of the daemon still gets a thread.
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: "ran"), 5) == "ran"
+        assert counter.running == 2
+    finally:
+        counter.release.set()
+        await asyncio.gather(*tasks)
+    assert counter.calls == many
+    assert counter.most == 2
+    assert all(name.startswith("pycri-unpack") for name in counter.threads)
+    assert store.chain_ids() == set(chains)
+
+
+async def test_a_closed_store_takes_no_more_unpacks(tmp_path: Path) -> None:
+    store = LayerStore(tmp_path / "layers")
+    store.prepare()
+    blob = write_blob(tmp_path, "l1", LAYER_TAR)
+    await store.ensure(CHAIN, LAYER_DIFF, blob, TAR)
+    await store.close()
+    with pytest.raises(errors.Unavailable, match="the layer store is closed"):
+        await store.ensure(OTHER_CHAIN, LAYER_DIFF, blob, TAR)
+    assert store.has(CHAIN)
+    await store.close()  # twice is fine
 
 
 # -- delete -------------------------------------------------------------------------------------------

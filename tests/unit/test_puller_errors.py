@@ -22,7 +22,7 @@ import pytest
 
 from pycri import errors
 from pycri.images import manifest as mf
-from pycri.images import reference
+from pycri.images import reference, unpack
 from pycri.images.auth import Credentials
 from pycri.images.content import ContentStore
 from pycri.images.layers import LayerStore
@@ -30,6 +30,7 @@ from pycri.images.pull import Claims, Pulled, Puller
 from pycri.images.reference import Reference
 from pycri.images.registries_conf import Endpoint
 from pycri.images.registry import Fetched, ManifestNotFound, RegistryAuthError, RegistryClient, RegistryError
+from tests.support import hostile
 
 LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 MIRROR = "mirror.example.com"
@@ -93,8 +94,10 @@ def build_image(
     config: bytes | None = None,
     docker: bool = False,
     user: str = "1002",
+    tars: list[bytes] | None = None,
 ) -> Image:
-    tars = [tar_of(files) for files in layer_files]
+    """An image of one layer per dict of files, or of the ready-made layer ``tars``."""
+    tars = [tar_of(files) for files in layer_files] if tars is None else tars
     layers = [gzip.compress(t, mtime=0) for t in tars]
     real_diff_ids = [sha(t) for t in tars]
     host = mf.host_platform()
@@ -608,6 +611,21 @@ async def test_config_diff_ids_count_mismatch_releases_claims(tmp_path: Path) ->
     assert rig.layers.chain_ids() == set()
 
 
+async def test_an_oversized_config_is_refused_before_it_is_fetched(tmp_path: Path) -> None:
+    config = dumps({"rootfs": {"type": "layers", "diff_ids": []}, "padding": "x" * mf.MAX_CONFIG_BYTES})
+    image = build_image([], config=config)
+    primary = Host()
+    primary.serve(image)
+    rig = make_rig(tmp_path, {PRIMARY: primary}, [(PRIMARY, False)])
+    with pytest.raises(errors.ResourceExhausted) as info:
+        await rig.pull()
+    assert info.value.message == (
+        f"pulling {REF}: image config {image.config_digest} is {len(config)} bytes, over the {mf.MAX_CONFIG_BYTES}-byte limit"
+    )
+    assert rig.registry.asked(PRIMARY, "blob") == []
+    assert_unclaimed(rig.claims, [image.manifest_digest, image.config_digest])
+
+
 async def test_bad_config_json(tmp_path: Path) -> None:
     image = build_image([{"a": b"1"}], config=b"not json")
     primary = Host()
@@ -633,6 +651,39 @@ async def test_corrupt_layer_blob_releases_claims_and_leaves_no_layers(tmp_path:
     assert_unclaimed(rig.claims, [IMAGE.manifest_digest, IMAGE.config_digest, *IMAGE.layer_digests, *IMAGE.chain_ids])
     assert not rig.layers.has(IMAGE.chain_ids[1])
     assert IMAGE.layer_digests[1] not in rig.content.digests()
+    assert rig.ingest_leftovers() == []
+
+
+async def test_a_header_bomb_is_refused_naming_the_layer(tmp_path: Path) -> None:
+    bomb = hostile.joined(hostile.header_bomb(tarfile.XHDTYPE, 64 << 20))
+    image = build_image([], tars=[tar_of({"a": b"1"}), bomb])
+    primary = Host()
+    primary.serve(image)
+    rig = make_rig(tmp_path, {PRIMARY: primary}, [(PRIMARY, False)])
+    with pytest.raises(errors.ResourceExhausted) as info:
+        await rig.pull()
+    assert info.value.code is errors.Code.RESOURCE_EXHAUSTED
+    assert info.value.message == (
+        f"layer {image.layer_digests[1]}: layer tar stream: PAX extended header of {64 << 20} bytes at offset 0 "
+        "is over the 1048576-byte limit"
+    )
+    assert_unclaimed(rig.claims, [image.manifest_digest, image.config_digest, *image.layer_digests, *image.chain_ids])
+    assert not rig.layers.has(image.chain_ids[1])
+
+
+async def test_running_out_of_memory_unpacking_is_refused_naming_the_layer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def starve(stream: object, dest: Path, **kw: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(unpack, "unpack_layer", starve)
+    primary = Host()
+    primary.serve(IMAGE)
+    rig = make_rig(tmp_path, {PRIMARY: primary}, [(PRIMARY, False)])
+    with pytest.raises(errors.ResourceExhausted) as info:
+        await rig.pull()
+    assert info.value.message in {f"layer {digest}: out of memory unpacking the layer" for digest in IMAGE.layer_digests}
     assert rig.ingest_leftovers() == []
 
 

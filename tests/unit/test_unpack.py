@@ -6,6 +6,7 @@ import io
 import os
 import stat
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 import zstandard
 
 from pycri.images.unpack import DigestingReader, UnpackError, UnpackStats, open_layer, unpack_layer
+from tests.support import trees
 
 OCI_TAR = "application/vnd.oci.image.layer.v1.tar"
 OCI_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -77,10 +79,11 @@ def probe_xattr(path: Path, name: str) -> None:
 
 
 @pytest.fixture
-def dest(tmp_path: Path) -> Path:
+def dest(tmp_path: Path) -> Iterator[Path]:
     d = tmp_path / "layer"
     d.mkdir()
-    return d
+    yield d
+    trees.empty(tmp_path)
 
 
 def test_regular_file_content_mode_owner_mtime(dest: Path) -> None:
@@ -240,6 +243,11 @@ def test_replacement_rules(dest: Path) -> None:
     assert (dest / "x").read_bytes() == b"now a file"
     assert stat.S_ISREG((dest / "s").lstat().st_mode)
     assert (dest / "s").read_bytes() == b"replaced"
+
+
+def test_a_deep_directory_replaced_by_a_file(dest: Path) -> None:
+    unpack(tar_bytes(reg("d/" * 1500 + "f", b"x"), reg("d", b"now a file")), dest)
+    assert (dest / "d").read_bytes() == b"now a file"
 
 
 def test_uid_map(dest: Path) -> None:
