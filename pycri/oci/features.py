@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 from pycri.errors import Internal
 from pycri.host import idmap
 from pycri.host import userns as host_userns
+from pycri.host.tree import remove_tree
 from pycri.oci import hybrid
 from pycri.oci import spec as oci_spec
 from pycri.oci.runtime import OCIRuntime, last_error
@@ -120,7 +120,7 @@ async def probe_rro(rt: OCIRuntime, binary: str, cgroups_path: str) -> tuple[boo
         text = await asyncio.to_thread(output.read_text, errors="replace")
         return False, last_error(text)
     finally:
-        await asyncio.to_thread(shutil.rmtree, workdir, True)
+        await asyncio.to_thread(remove_tree, workdir, True)
 
 
 class HandlerFeatures:
