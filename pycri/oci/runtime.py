@@ -29,11 +29,12 @@ from pycri.oci.interface import (
     RuntimeCommandError,
     RuntimeContainer,
 )
-from pycri.procs import read_pid
+from pycri.procs import read_pid, wait_pid
 
 PROBE_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 60.0
 REOPEN_WAIT = 5.0
+CONMON_EXIT_WAIT = 10.0  # for conmon to exit once its container is deleted
 DEFAULT_STATE_DIR = Path("/run/pycri")
 
 
@@ -193,6 +194,13 @@ class OCIRuntime:
         return ExitStatus(code=code, finished_at=finished, oom_killed=oom)
 
     async def remove_leftovers(self, c: RuntimeContainer) -> None:
+        # conmon writes the exit file when it notices the container's end, a moment after the process
+        # is gone: removed before conmon has exited, the file would be written again after.
+        pid = await asyncio.to_thread(conmon.monitor_pid, c)
+        if pid and not await wait_pid(pid, CONMON_EXIT_WAIT):
+            with contextlib.suppress(ProcessLookupError):  # its container is deleted: nothing left for it to do
+                os.kill(pid, signal_mod.SIGKILL)
+            await wait_pid(pid, CONMON_EXIT_WAIT)
         for leftover in (conmon.exit_file(self.exit_dir, c.id), self.socket_dir / c.id):
             with contextlib.suppress(FileNotFoundError):
                 await asyncio.to_thread(leftover.unlink)
