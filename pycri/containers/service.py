@@ -314,7 +314,9 @@ class ContainerService:
         status = await self.runtime(container).exit_status(self.in_runtime(container), wait=EXIT_FILE_WAIT if ran else 0)
         code = status.code
         container.state = State.EXITED
-        container.finished_at = status.finished_at
+        # The exit file's time comes from the file system's coarse clock, a tick behind the one started_at
+        # is read from: a process that ends at once may seem to end before it started.
+        container.finished_at = max(status.finished_at, container.started_at)
         container.exit_code = code if code is not None else (128 + 9 if not start_failed else 128)
         if start_failed:
             container.reason, container.message = "StartError", start_failed
