@@ -359,3 +359,11 @@ def handlers_from_config(cfg: Config, launchers: Path | None = None) -> dict[str
         for handler in handlers.values():
             handler.path = hybrid.launcher_for(handler.path, launchers / handler.name)
     return handlers
+
+
+def retired_handler(cfg: Config, name: str, path: str, root: str) -> OCIRuntime:
+    """A handler the configuration no longer has, rebuilt from the binary and state root a pod's
+    record remembers, so that its pods and containers can still be stopped and removed."""
+    handler = OCIRuntime.from_config(name, RuntimeHandlerConfig(path=path, root=root), cfg)
+    handler.path = hybrid.launcher_for(path, Path(cfg.state_dir) / "bin" / name)  # as handlers_from_config
+    return handler
