@@ -178,14 +178,13 @@ class OCIRuntime:
         await asyncio.to_thread(hybrid.remove_unified_leftover, _cgroups_path(c))
 
     async def exit_status(self, c: RuntimeContainer, *, wait: float) -> ExitStatus:
-        code: int | None = None
         deadline = time.monotonic() + wait
         pause = 0.001  # conmon writes the file a moment after reaping: look soon, then less often
+        code = conmon.read_exit_code(self.exit_dir, c.id)  # one small read on tmpfs
         while code is None and time.monotonic() < deadline:
-            code = conmon.read_exit_code(self.exit_dir, c.id)  # one small read on tmpfs
-            if code is None:
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 0.02)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.02)
+            code = conmon.read_exit_code(self.exit_dir, c.id)
         try:
             finished = (await asyncio.to_thread(os.stat, conmon.exit_file(self.exit_dir, c.id))).st_mtime_ns
         except FileNotFoundError:
