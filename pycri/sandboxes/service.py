@@ -581,6 +581,9 @@ class SandboxService:
                 )
                 await self._keep_leftover(sandbox)
             return
+        if sandbox.name_released:  # left over from a failed run: its undo goes on
+            await self._keep_leftover(sandbox)
+            return
         if rebooted:
             # Its pid and start time belong to the previous boot: they name nothing, or another process.
             sandbox.infra_pid = sandbox.infra_pid_start = 0

@@ -447,6 +447,21 @@ async def test_a_failed_run_whose_undo_fails_releases_the_name(make_node: NodeFa
     assert {s.id for s in node.pods.list(None)} == {again.id}
 
 
+async def test_a_failed_run_left_over_is_undone_after_a_restart(make_node: NodeFactory) -> None:
+    node = await make_node()
+    node.pods.before_step = lambda step: (_ for _ in ()).throw(Injected("injected")) if step == STEP_INFRA else None
+    node.network.fail_teardown = 1
+    node.pods.retrier.first = 3600
+    with pytest.raises(Injected):
+        await node.pods.run(pod_config(), "")
+    (leftover,) = node.pods.list(None)
+
+    node = await make_node()
+    assert node.pods.get(leftover.id).name_released
+    await wait_until(lambda: not node.pods.sandboxes, "the undo, retried after the restart")
+    assert leftover.id not in node.network.attached
+
+
 async def test_a_failed_run_left_over_is_cleaned_up_in_the_background(make_node: NodeFactory) -> None:
     node = await make_node()
     node.pods.before_step = lambda step: (_ for _ in ()).throw(Injected("injected")) if step == STEP_INFRA else None
