@@ -672,7 +672,8 @@ class ContainerService:
                 await self._recover(container, rebooted)
             except Exception as exc:
                 log.error("container %s: recovery failed: %s; its state is UNKNOWN", container.id, exc)
-                if container.id in self.containers and container.state in (State.RUNNING, State.CREATING):
+                in_doubt = container.state in (State.RUNNING, State.CREATING) or container.start_requested_at
+                if container.id in self.containers and in_doubt:
                     container.state = State.UNKNOWN
                     with contextlib.suppress(Exception):
                         await self._save(container)
@@ -749,8 +750,8 @@ class ContainerService:
     async def _recover_start(self, container: Container) -> None:
         """pycri stopped in the middle of StartContainer: ask the runtime how far it got (as containerd does)."""
         runtime, rc = self.runtime(container), self.in_runtime(container)
+        current = await runtime.state(rc) if STEP_CREATED in container.steps else None  # raises: UNKNOWN
         requested, container.start_requested_at = container.start_requested_at, 0
-        current = await runtime.state(rc) if STEP_CREATED in container.steps else None
         status = current.status if current is not None else ""
         log.warning("container %s was being started when pycri stopped; the runtime has it %s", container.id, status or "not")
         if current is not None and status in ("running", "paused"):

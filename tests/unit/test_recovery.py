@@ -580,6 +580,21 @@ async def test_recovery_of_an_interrupted_start(make_node: NodeFactory, runtime_
     assert row.state == st.state.value
 
 
+async def test_an_interrupted_start_the_runtime_cannot_tell_about_is_unknown(make_node: NodeFactory) -> None:
+    node = await make_node()
+    pod = await node.pods.run(pod_config(), "")
+    container = await add_container(node, pod, start_requested_at=time.time_ns())
+    container.steps.append(STEP_CREATED)
+    node.runtime.spawn(container.id)
+    node.runtime.started.add(container.id)
+    await node.store.containers.put(container.to_row())
+    node.runtime.fail["state"] = 100
+
+    node = await make_node()  # not CREATED: it may run, and kubelet would start it again
+    assert node.containers.get(container.id).state is CState.UNKNOWN
+    node.runtime.fail.clear()
+
+
 # ---------------------------------------------------------------- 6. finished_at is never before started_at
 
 
