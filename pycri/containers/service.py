@@ -735,16 +735,18 @@ class ContainerService:
                     await self._destroy(container)
 
     async def _after_reboot(self, container: Container) -> None:
-        """The node rebooted: what ran has ended (with the code conmon recorded, if its exit file survived)."""
-        ran = container.state is State.RUNNING or container.start_requested_at
+        """The node rebooted: every container has ended (with the code conmon recorded, if its exit file
+        survived). One never started has too, as CRI-O reports it: its rootfs mount is gone with the
+        boot, and so are its pod's namespaces."""
         container.pid = container.pid_start = 0  # from the previous boot: names nothing, or another process
-        if ran:
-            log.warning("container %s: the node rebooted while it ran; EXITED", container.id)
+        if container.state is State.EXITED:
+            self._release_runtime(container)
+        else:
+            ran = container.state is not State.CREATED or container.start_requested_at
+            log.warning("container %s: the node rebooted %s; EXITED", container.id, "while it ran" if ran else "before its start")
             await self._record_exit(container, recovered=True)  # reads what conmon recorded, without waiting
             if container.reason == UNKNOWN_EXIT_REASON:
-                container.message = "the node rebooted while the container ran"
-        elif container.state is State.EXITED:
-            self._release_runtime(container)
+                container.message = f"the node rebooted {'while the container ran' if ran else 'before the container started'}"
         await self._save(container)
 
     async def _recover_start(self, container: Container) -> None:
