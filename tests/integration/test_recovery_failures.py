@@ -13,6 +13,7 @@ leaves nothing behind once the failure is gone.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -27,6 +28,11 @@ import pytest
 
 from pycri.api import api_pb2 as api
 from pycri.client import Client, ClientError
+from pycri.containers.model import Container
+from pycri.containers.model import State as ContainerState
+from pycri.daemon import Daemon
+from pycri.sandboxes.model import Sandbox
+from pycri.sandboxes.model import State as SandboxState
 from pycri.testing import DaemonProcess
 from tests.integration.harness import Harness, wait_for
 from tests.support import busybox
@@ -306,6 +312,35 @@ def test_after_a_reboot_every_container_has_exited(node: Node) -> None:
         h.cleanup()
     with node.db() as db:
         assert db.execute("SELECT value FROM meta WHERE key = ?", (BOOT_ID_KEY,)).fetchone() == (boot_id(),)
+    assert node.daemon.leftovers() == []
+
+
+def test_a_reboot_seen_through_an_injected_boot_id(node: Node) -> None:
+    """The daemon's boot ID source is injectable: one that names another boot is a reboot to recovery."""
+    with node.client() as client:
+        h = node.harness(client)
+        pod = h.pod("injected")
+        cid = h.container(pod, "main")
+    node.daemon.stop(signal.SIGKILL)
+
+    async def in_process() -> tuple[Sandbox, Container]:
+        daemon = Daemon(node.daemon.cfg, boot_id=lambda: "another-boot")
+        try:
+            await daemon.start()
+            assert daemon.sandboxes is not None
+            assert daemon.containers is not None
+            return daemon.sandboxes.get(pod.id), daemon.containers.get(cid)
+        finally:
+            await daemon.stop()
+
+    sandbox, container = asyncio.run(in_process())
+    assert sandbox.state is SandboxState.NOTREADY
+    assert (container.state, container.exit_code, container.reason) == (ContainerState.EXITED, 255, "Unknown")
+    node.daemon.start()
+    with node.client() as client:
+        h = node.harness(client)
+        h.pods.append(pod.id)
+        h.cleanup()
     assert node.daemon.leftovers() == []
 
 
