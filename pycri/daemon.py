@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -36,11 +37,11 @@ from pycri.containers.registry import ContainerRegistry
 from pycri.containers.service import ContainerService
 from pycri.containers.specs import SpecFactory
 from pycri.containers.streaming import StreamingBackend
-from pycri.host import checks
+from pycri.host import boot, checks
 from pycri.images.service import ImageService
 from pycri.network.pod import CNIPodNetwork
 from pycri.node import Node
-from pycri.oci import handlers_from_config
+from pycri.oci import handlers_from_config, retired_handler
 from pycri.oci.features import HandlerFeatures
 from pycri.sandboxes.registry import SandboxRegistry
 from pycri.sandboxes.service import SandboxService
@@ -142,9 +143,12 @@ def streaming_tls(cfg: Config) -> ssl.SSLContext | None:
 
 
 class Daemon:
-    def __init__(self, cfg: Config, load: Callable[[], Config] | None = None) -> None:
+    def __init__(
+        self, cfg: Config, load: Callable[[], Config] | None = None, *, boot_id: Callable[[], str] = boot.boot_id
+    ) -> None:
         self.cfg = cfg
         self._load = load  # rereads the configuration (SIGHUP); None: nothing to reread
+        self._boot_id = boot_id  # this boot's ID: a different one in the database means the node rebooted
         self._reload_lock = asyncio.Lock()
         self._reloads: set[asyncio.Task[None]] = set()
         self.store: Store | None = None
@@ -194,8 +198,9 @@ class Daemon:
         pods, containers = SandboxRegistry(), ContainerRegistry()
         self.images = ImageService(cfg, self.store, in_use=containers.chain_ids_in_use)
         build_spec = SpecFactory(containers.find, features.recursive_read_only, cfg.cdi_spec_dirs)
+        retired = functools.partial(retired_handler, cfg)
         self.containers = ContainerService(
-            cfg, self.store, handlers, pods, self.images, registry=containers, build_spec=build_spec
+            cfg, self.store, handlers, pods, self.images, registry=containers, build_spec=build_spec, retired_handler=retired
         )
         network = CNIPodNetwork(cfg, lambda: node.pod_cidr)
         await network.prepare()
@@ -207,11 +212,22 @@ class Daemon:
             registry=pods,
             containers=self.containers,
             userns_supported=features.user_namespaces,
+            retired_handler=retired,
         )
         # Order matters: pods, then their containers, are recovered before the image store
         # starts, because its garbage collection keeps the layers containers still use.
-        await self.sandboxes.recover()
-        await self.containers.recover()
+        # Recovery never stops the start: what fails is logged, listed for kubelet to remove,
+        # and retried in the background.
+        recorded, current = await self.store.get_meta(boot.META_KEY), self._boot_id()
+        rebooted = bool(recorded and current and recorded != current)
+        if rebooted:
+            log.warning(
+                "the node rebooted since pycri last ran (boot %s, now %s): nothing it started runs any more", recorded, current
+            )
+        await self.sandboxes.recover(rebooted=rebooted)
+        await self.containers.recover(rebooted=rebooted)
+        if current and current != recorded:
+            await self.store.set_meta(boot.META_KEY, current)  # once recovery is done: a crash in it redoes it
         await self.images.start()
         self.streaming = StreamingServer(
             StreamingBackend(self.containers, self.sandboxes), cfg.streaming.address, cfg.streaming.port, streaming_tls(cfg)
@@ -251,6 +267,8 @@ class Daemon:
                 path.unlink()
         if self.containers is not None:
             await self.containers.close()
+        if self.sandboxes is not None:
+            await self.sandboxes.close()
         if self.images is not None:
             await self.images.close()
         if self.store is not None:

@@ -51,6 +51,10 @@ class Container:
     steps: list[str] = field(default_factory=list)
     log_path: str = ""
     pid: int = 0
+    pid_start: int = 0  # the process's start time (pycri.procs.start_time): the pid is ours while it matches
+    # StartContainer under way since then (ns): set before the runtime starts the container, cleared once
+    # the outcome is recorded, so recovery after a crash in between asks the runtime how it went.
+    start_requested_at: int = 0
     started_at: int = 0
     finished_at: int = 0
     exit_code: int = 0
@@ -108,6 +112,8 @@ class Container:
                 "steps": self.steps,
                 "log_path": self.log_path,
                 "pid": self.pid,
+                "pid_start": self.pid_start,
+                "start_requested_at": self.start_requested_at,
                 "started_at": self.started_at,
                 "finished_at": self.finished_at,
                 "exit_code": self.exit_code,
@@ -139,6 +145,8 @@ class Container:
             steps=list(d.get("steps", [])),
             log_path=str(d.get("log_path", "")),
             pid=int(d.get("pid", 0)),
+            pid_start=int(d.get("pid_start", 0)),
+            start_requested_at=int(d.get("start_requested_at", 0)),
             started_at=int(d.get("started_at", 0)),
             finished_at=int(d.get("finished_at", 0)),
             exit_code=int(d.get("exit_code", 0)),

@@ -44,7 +44,8 @@ from pycri.oci.interface import (
     RuntimeContainer,
     RuntimeImpl,
 )
-from pycri.procs import pid_alive, wait_pid
+from pycri.procs import same_process, start_time, wait_pid
+from pycri.retry import Retrier
 from pycri.sandboxes.model import Sandbox
 from pycri.sandboxes.model import State as SandboxState
 from pycri.sandboxes.registry import SandboxRegistry
@@ -56,6 +57,10 @@ MAX_EXEC_OUTPUT = 16 * 1024 * 1024 - 64 * 1024  # leaves room in a 16 MiB gRPC m
 EXIT_FILE_WAIT = 2.0
 TERMINATION_MESSAGE_LIMIT = 4096
 TERMINATION_PATH_ANNOTATION = "io.kubernetes.container.terminationMessagePath"
+# A container whose end nobody recorded (it ran when the node rebooted, or its monitor vanished):
+# what containerd reports (CRI-O reports the same code, with reason "Error").
+UNKNOWN_EXIT_CODE = 255
+UNKNOWN_EXIT_REASON = "Unknown"
 
 # (container, sandbox, image config) -> (OCI spec, (uid, gid, supplemental groups))
 SpecBuilder = Callable[[Container, Sandbox, dict[str, Any]], Awaitable[tuple[dict[str, Any], tuple[int, int, list[int]]]]]
@@ -95,6 +100,7 @@ class ContainerService:
         *,
         registry: ContainerRegistry,
         build_spec: SpecBuilder,
+        retired_handler: Callable[[str, str, str], RuntimeImpl] | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -112,6 +118,11 @@ class ContainerService:
         self._cleanups: dict[str, asyncio.Task[None]] = {}
         self._cleaning = asyncio.Lock()
         self._releases: dict[str, asyncio.Task[None]] = {}
+        # (name, path, root) -> the handler of that name once the configuration has dropped it.
+        self.retired_handler = retired_handler
+        self._retired: dict[str, RuntimeImpl] = {}
+        # Clean-ups that failed, retried in the background until they succeed.
+        self.retrier = Retrier(log)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -125,7 +136,24 @@ class ContainerService:
         return self.registry.get(id_or_prefix, field)
 
     def runtime(self, container: Container) -> RuntimeImpl:
-        return self.handlers[container.runtime_handler]
+        """The container's handler: the configured one, or, once the configuration has dropped it, one
+        rebuilt from the binary and state root its pod's record remembers."""
+        configured = self.handlers.get(container.runtime_handler)
+        if configured is not None:
+            return configured
+        name = container.runtime_handler
+        sandbox = self.sandboxes.find(container.sandbox_id)
+        if self.retired_handler is None or sandbox is None or not sandbox.runtime_path:
+            raise errors.FailedPrecondition(
+                f"container {container.id}: runtime handler {name!r} is no longer configured; add it back to manage it"
+            )
+        if name not in self._retired:
+            self._retired[name] = self.retired_handler(name, sandbox.runtime_path, sandbox.runtime_root)
+        return self._retired[name]
+
+    def alive(self, container: Container) -> bool:
+        """Whether the container's process still runs (its pid may name another process by now)."""
+        return same_process(container.pid, container.pid_start)
 
     @staticmethod
     def in_runtime(container: Container) -> RuntimeContainer:
@@ -215,12 +243,22 @@ class ContainerService:
                 await self._build(container, sandbox, image_config)
             except BaseException as exc:
                 log.warning("CreateContainer %s (%s) failed: %s; undoing", cid, md.name, exc)
-                await asyncio.shield(self._destroy(container))
+                await asyncio.shield(self._undo_create(container))
                 if isinstance(exc, OSError):
                     raise errors.Internal(f"creating container {md.name!r}: {exc}") from exc
                 raise
         log.info("container %s (%s) created in pod %s", cid, md.name, sandbox.id)
         return container
+
+    async def _undo_create(self, container: Container) -> None:
+        """Undo a failed create; what cannot be undone now is cleaned up in the background, as after a removal."""
+        try:
+            await self._destroy(container)
+        except Exception as exc:
+            log.error(
+                "container %s: undoing the failed CreateContainer failed: %s; retrying in the background", container.id, exc
+            )
+            await self._keep_removing(container)
 
     async def _build(self, container: Container, sandbox: Sandbox, image_config: dict[str, Any]) -> None:
         """The directory, rootfs, image volumes and OCI bundle; the runtime creates it at start."""
@@ -239,10 +277,14 @@ class ContainerService:
             await runtime.delete(rc, force=True)
         else:
             container.steps.append(STEP_CREATED)
-            await self._save(container)
+        # The intent, recorded before the runtime acts: after a crash from here on, recovery asks the
+        # runtime whether the container runs (it must not be reported CREATED and started twice).
+        container.start_requested_at = time.time_ns()
+        await self._save(container)
         if container.log_path:
             await asyncio.to_thread(Path(container.log_path).parent.mkdir, parents=True, exist_ok=True)
         container.pid = await runtime.create(rc)
+        container.pid_start = start_time(container.pid)
 
     def _make_rootfs(self, container: Container, sandbox: Sandbox) -> None:
         """The container's directory, its rootfs and its image volumes. Blocking."""
@@ -298,6 +340,7 @@ class ContainerService:
                 raise errors.Internal(f"starting container {container.id}: {exc}") from exc
             container.state = State.RUNNING
             container.started_at = started
+            container.start_requested_at = 0
             await self._save(container)
             self._watch(container)
         log.info("container %s started (pid %d)", container.id, container.pid)
@@ -319,16 +362,29 @@ class ContainerService:
         finally:
             self._watchers.pop(container.id, None)
 
-    async def _record_exit(self, container: Container, start_failed: str = "") -> None:
-        """Read conmon's exit file (it lands a moment after the process ends) and mark the container exited."""
-        ran = bool(container.pid) and not start_failed  # else there is no exit file to wait for
-        status = await self.runtime(container).exit_status(self.in_runtime(container), wait=EXIT_FILE_WAIT if ran else 0)
-        code = status.code
+    async def _record_exit(
+        self, container: Container, start_failed: str = "", *, recovered: bool = False, wait: float | None = None
+    ) -> None:
+        """Read conmon's exit file (it lands a moment after the process ends) and mark the container exited.
+
+        ``recovered``: found gone at recovery; with no exit code recorded, its end is unknown (255,
+        reason ``Unknown``, as containerd reports a container whose task vanished).
+        """
+        if wait is None:
+            ran = bool(container.pid) and not start_failed  # else there is no exit file to wait for
+            wait = EXIT_FILE_WAIT if ran else 0
+        status = await self.runtime(container).exit_status(self.in_runtime(container), wait=wait)
+        code = status.code if not start_failed else None
         container.state = State.EXITED
-        container.finished_at = status.finished_at
+        container.start_requested_at = 0
+        # The exit file's time comes from the file system's coarse clock, a tick behind the one started_at
+        # is read from: a process that ends at once may seem to end before it started.
+        container.finished_at = max(status.finished_at, container.started_at)
         container.exit_code = code if code is not None else (128 + 9 if not start_failed else 128)
         if start_failed:
             container.reason, container.message = "StartError", start_failed
+        elif code is None and recovered:
+            container.exit_code, container.reason = UNKNOWN_EXIT_CODE, UNKNOWN_EXIT_REASON
         elif status.oom_killed:
             container.reason = "OOMKilled"
         else:
@@ -425,14 +481,35 @@ class ContainerService:
 
     async def _clean_up(self, container: Container) -> None:
         try:
-            async with self._cleaning:  # one at a time: a burst of removals must not crowd out the answers
-                await self._destroy(container)
-            self._removing.pop(container.id, None)
-        except Exception:
-            # Kept among the removing ones, so its layers stay in use; recovery retries it.
-            log.exception("cleaning up removed container %s failed; recovery retries it", container.id)
+            await self._clean_up_once(container)
+        except Exception as exc:
+            # Kept among the removing ones, so its layers stay in use (and its pod's removal waits).
+            log.error("cleaning up removed container %s failed: %s; retrying in the background", container.id, exc)
+            self._retry_clean_up(container)
         finally:
             self._cleanups.pop(container.id, None)
+
+    async def _clean_up_once(self, container: Container) -> None:
+        async with self._cleaning:  # one at a time: a burst of removals must not crowd out the answers
+            if container.id in self._removing:
+                await self._destroy(container)
+                self._removing.pop(container.id, None)
+
+    def _retry_clean_up(self, container: Container) -> None:
+        self.retrier.schedule(
+            container.id, f"cleaning up removed container {container.id}", lambda: self._clean_up_once(container)
+        )
+
+    async def _keep_removing(self, container: Container) -> None:
+        """``container`` could not be cleaned up: no longer listed, recorded as being removed, retried."""
+        self._forget(container)
+        self._removing[container.id] = container
+        container.state = State.REMOVING
+        try:
+            await self._save(container)
+        except Exception as exc:
+            log.error("container %s: cannot record it as being removed: %s", container.id, exc)
+        self._retry_clean_up(container)
 
     async def wait_removed(self, ids: Iterable[str] | None = None) -> None:
         """Wait until the clean-up of removed containers (those of ``ids``, or all) is done."""
@@ -451,7 +528,7 @@ class ContainerService:
         """Kill what is left of the container and have the runtime forget it (and its cgroups)."""
         runtime, rc = self.runtime(container), self.in_runtime(container)
         # An exited container whose process is gone needs no `runtime state` round trip.
-        known_dead = container.state is State.EXITED and not pid_alive(container.pid)
+        known_dead = container.state is State.EXITED and not self.alive(container)
         state = None if known_dead else await runtime.state(rc)
         if state is not None and state.status not in ("stopped",):
             with contextlib.suppress(RuntimeCommandError):
@@ -501,10 +578,24 @@ class ContainerService:
                 await self._stop(container, 0 if container.state is not State.RUNNING else 2)
 
     async def remove_containers(self, sandbox_id: str) -> None:
-        """Remove the pod's containers and wait until they are cleaned up (the pod goes next)."""
+        """Remove the pod's containers and wait until they are cleaned up (the pod goes next).
+
+        Raises while one of them is not: the pod's record must outlive theirs, and the pod's own
+        clean-up waits for theirs. A clean-up that failed before is tried again here at once.
+        """
         for container in [c for c in self.containers.values() if c.sandbox_id == sandbox_id]:
             await self.remove(container.id)
         await self.wait_removed([c.id for c in self._removing.values() if c.sandbox_id == sandbox_id])
+        for container in [c for c in self._removing.values() if c.sandbox_id == sandbox_id]:
+            await self.retrier.cancel(container.id)
+            try:
+                await self._clean_up_once(container)
+            except Exception as exc:
+                self._retry_clean_up(container)
+                raise errors.Internal(
+                    f"container {container.id} of pod sandbox {sandbox_id} is not cleaned up yet: {exc}; "
+                    "the pod is removed once it is"
+                ) from exc
 
     # -- queries --------------------------------------------------------------------------------
 
@@ -590,39 +681,129 @@ class ContainerService:
 
     # -- recovery -------------------------------------------------------------------------------------
 
-    async def recover(self) -> None:
+    async def recover(self, *, rebooted: bool = False) -> None:
+        """Load every container and bring its record in line with what became of it while pycri was down.
+
+        Nothing here stops the daemon from starting: a container whose recovery fails is logged
+        with the reason and kept listed in a state kubelet removes (EXITED or UNKNOWN); what could
+        not be cleaned up is retried in the background. After a reboot (``rebooted``) nothing
+        pycri started runs any more: every container that ran has EXITED.
+        """
         await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
         for row in await self.store.containers.all():
-            container = Container.from_row(row)
+            try:
+                container = Container.from_row(row)
+            except Exception:
+                log.exception("container %s: its record cannot be read; skipped", row.id)
+                continue
             self.containers[container.id] = container
-            if container.state is State.REMOVING:
-                log.info("container %s was being cleaned up after its removal; finishing", container.id)
-                await self._destroy(container)
-                continue
-            if container.state is State.CREATING or container.sandbox_id not in self.sandboxes:
-                log.warning("container %s was half-made or lost its pod; cleaning it up", container.id)
-                await self._destroy(container)
-                continue
-            if container.state is State.RUNNING:
-                if pid_alive(container.pid):
-                    self._watch(container)
-                else:
-                    await self._record_exit(container)
-            elif container.state is State.EXITED:
-                self._release_runtime(container)  # if pycri stopped before the runtime forgot it
-        known = set(self.containers)
+            try:
+                await self._recover(container, rebooted)
+            except Exception as exc:
+                log.error("container %s: recovery failed: %s; its state is UNKNOWN", container.id, exc)
+                in_doubt = container.state in (State.RUNNING, State.CREATING) or container.start_requested_at
+                if container.id in self.containers and in_doubt:
+                    container.state = State.UNKNOWN
+                    with contextlib.suppress(Exception):
+                        await self._save(container)
+        known = set(self.containers) | set(self._removing)
         for name in await asyncio.to_thread(os.listdir, self.root):
             if name not in known:
                 leftover = self.root / name
                 try:
                     await asyncio.to_thread(rootfs_mod.unmount_rootfs, leftover)
-                except OSError as exc:
+                except Exception as exc:
                     log.error("leftover container directory %s kept: %s", leftover, exc)
                     continue
                 await asyncio.to_thread(remove_tree, leftover, True)
         log.info("containers: %d recovered", len(self.containers))
 
+    async def _recover(self, container: Container, rebooted: bool) -> None:
+        if container.state is State.REMOVING:
+            log.info("container %s was being cleaned up after its removal; finishing", container.id)
+            self._forget(container)
+            self._removing[container.id] = container
+            try:
+                await self._clean_up_once(container)
+            except Exception as exc:
+                log.error("container %s: finishing its clean-up failed: %s; retrying in the background", container.id, exc)
+                self._retry_clean_up(container)
+            return
+        if container.state is State.CREATING or container.sandbox_id not in self.sandboxes:
+            log.warning("container %s was half-made or lost its pod; cleaning it up", container.id)
+            try:
+                await self._destroy(container)
+            except Exception as exc:
+                log.error(
+                    "container %s: cleaning it up failed: %s; listed UNKNOWN until its removal or a retry succeeds",
+                    container.id,
+                    exc,
+                )
+                container.state = State.UNKNOWN
+                await self._save(container)
+                self.retrier.schedule(
+                    container.id, f"cleaning up half-made container {container.id}", lambda: self._retry_destroy(container)
+                )
+            return
+        if rebooted:
+            await self._after_reboot(container)
+        elif container.start_requested_at:
+            await self._recover_start(container)
+        elif container.state is State.RUNNING:
+            if self.alive(container):
+                self._watch(container)
+            else:
+                await self._record_exit(container, recovered=True)
+        elif container.state is State.EXITED:
+            self._release_runtime(container)  # if pycri stopped before the runtime forgot it
+
+    async def _retry_destroy(self, container: Container) -> None:
+        async with self.lock(container.id):
+            if container.id in self.containers:
+                async with self._cleaning:
+                    await self._destroy(container)
+
+    async def _after_reboot(self, container: Container) -> None:
+        """The node rebooted: every container has ended (with the code conmon recorded, if its exit file
+        survived). One never started has too, as CRI-O reports it: its rootfs mount is gone with the
+        boot, and so are its pod's namespaces."""
+        container.pid = container.pid_start = 0  # from the previous boot: names nothing, or another process
+        if container.state is State.EXITED:
+            self._release_runtime(container)
+        else:
+            ran = container.state is not State.CREATED or container.start_requested_at
+            log.warning("container %s: the node rebooted %s; EXITED", container.id, "while it ran" if ran else "before its start")
+            await self._record_exit(container, recovered=True)  # reads what conmon recorded, without waiting
+            if container.reason == UNKNOWN_EXIT_REASON:
+                container.message = f"the node rebooted {'while the container ran' if ran else 'before the container started'}"
+        await self._save(container)
+
+    async def _recover_start(self, container: Container) -> None:
+        """pycri stopped in the middle of StartContainer: ask the runtime how far it got (as containerd does)."""
+        runtime, rc = self.runtime(container), self.in_runtime(container)
+        current = await runtime.state(rc) if STEP_CREATED in container.steps else None  # raises: UNKNOWN
+        requested, container.start_requested_at = container.start_requested_at, 0
+        status = current.status if current is not None else ""
+        log.warning("container %s was being started when pycri stopped; the runtime has it %s", container.id, status or "not")
+        if current is not None and status in ("running", "paused"):
+            container.state, container.started_at = State.RUNNING, requested
+            container.pid, container.pid_start = current.pid, start_time(current.pid)
+            await self._save(container)
+            self._watch(container)
+        elif status == "stopped":
+            container.state, container.started_at = State.RUNNING, requested
+            await self._record_exit(container, recovered=True, wait=EXIT_FILE_WAIT)
+        else:
+            # Created but never started, or not even created: it is CREATED, and not in the runtime.
+            if status:
+                await self._delete_from_runtime(container)
+            if STEP_CREATED in container.steps:
+                container.steps.remove(STEP_CREATED)
+            container.pid = container.pid_start = 0
+            await self._save(container)
+
     async def close(self) -> None:
+        await self.retrier.close()
         await asyncio.gather(*self._releases.values(), return_exceptions=True)
         await self.wait_removed()
         for task in list(self._watchers.values()):

@@ -10,7 +10,7 @@ from pycri.oci.interface import (
     RuntimeContainer,
     RuntimeImpl,
 )
-from pycri.oci.runtime import OCIRuntime, handlers_from_config
+from pycri.oci.runtime import OCIRuntime, handlers_from_config, retired_handler
 
 __all__ = [
     "ConmonError",
@@ -23,4 +23,5 @@ __all__ = [
     "RuntimeContainer",
     "RuntimeImpl",
     "handlers_from_config",
+    "retired_handler",
 ]

@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 
 from pycri.oci.interface import ConmonError, RuntimeContainer
-from pycri.procs import readable
+from pycri.procs import read_pid, readable
 
 SYNC_TIMEOUT = 60.0
 
@@ -43,6 +43,18 @@ def pid_file(c: RuntimeContainer) -> Path:
 
 def conmon_pid_file(c: RuntimeContainer) -> Path:
     return c.persist_dir / "conmon.pid"
+
+
+def monitor_pid(c: RuntimeContainer) -> int:
+    """The pid of ``c``'s conmon while it runs, from its pid file (0: none, or the pid is another process's). Blocking."""
+    pid = read_pid(conmon_pid_file(c))
+    if pid <= 0:
+        return 0
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return 0
+    return pid if c.id.encode() in cmdline else 0
 
 
 def ctl_fifo(c: RuntimeContainer) -> Path:

@@ -154,7 +154,7 @@ class RuntimeImpl(Protocol):
 
     async def exit_status(self, c: RuntimeContainer, *, wait: float) -> ExitStatus:
         """What conmon recorded of the container's end, waiting up to ``wait`` s for its exit code
-        (none is read with ``wait`` <= 0)."""
+        (with ``wait`` <= 0, only one already recorded)."""
 
     async def remove_leftovers(self, c: RuntimeContainer) -> None:
         """Remove what conmon leaves of a deleted container outside its bundle (exit file, socket link)."""

@@ -29,11 +29,12 @@ from pycri.oci.interface import (
     RuntimeCommandError,
     RuntimeContainer,
 )
-from pycri.procs import read_pid
+from pycri.procs import read_pid, wait_pid
 
 PROBE_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 60.0
 REOPEN_WAIT = 5.0
+CONMON_EXIT_WAIT = 10.0  # for conmon to exit once its container is deleted
 DEFAULT_STATE_DIR = Path("/run/pycri")
 
 
@@ -177,14 +178,13 @@ class OCIRuntime:
         await asyncio.to_thread(hybrid.remove_unified_leftover, _cgroups_path(c))
 
     async def exit_status(self, c: RuntimeContainer, *, wait: float) -> ExitStatus:
-        code: int | None = None
         deadline = time.monotonic() + wait
         pause = 0.001  # conmon writes the file a moment after reaping: look soon, then less often
+        code = conmon.read_exit_code(self.exit_dir, c.id)  # one small read on tmpfs
         while code is None and time.monotonic() < deadline:
-            code = conmon.read_exit_code(self.exit_dir, c.id)  # one small read on tmpfs
-            if code is None:
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 0.02)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.02)
+            code = conmon.read_exit_code(self.exit_dir, c.id)
         try:
             finished = (await asyncio.to_thread(os.stat, conmon.exit_file(self.exit_dir, c.id))).st_mtime_ns
         except FileNotFoundError:
@@ -193,6 +193,13 @@ class OCIRuntime:
         return ExitStatus(code=code, finished_at=finished, oom_killed=oom)
 
     async def remove_leftovers(self, c: RuntimeContainer) -> None:
+        # conmon writes the exit file when it notices the container's end, a moment after the process
+        # is gone: removed before conmon has exited, the file would be written again after.
+        pid = await asyncio.to_thread(conmon.monitor_pid, c)
+        if pid and not await wait_pid(pid, CONMON_EXIT_WAIT):
+            with contextlib.suppress(ProcessLookupError):  # its container is deleted: nothing left for it to do
+                os.kill(pid, signal_mod.SIGKILL)
+            await wait_pid(pid, CONMON_EXIT_WAIT)
         for leftover in (conmon.exit_file(self.exit_dir, c.id), self.socket_dir / c.id):
             with contextlib.suppress(FileNotFoundError):
                 await asyncio.to_thread(leftover.unlink)
@@ -390,3 +397,11 @@ def handlers_from_config(cfg: Config, launchers: Path | None = None) -> dict[str
         for handler in handlers.values():
             handler.path = hybrid.launcher_for(handler.path, launchers / handler.name)
     return handlers
+
+
+def retired_handler(cfg: Config, name: str, path: str, root: str) -> OCIRuntime:
+    """A handler the configuration no longer has, rebuilt from the binary and state root a pod's
+    record remembers, so that its pods and containers can still be stopped and removed."""
+    handler = OCIRuntime.from_config(name, RuntimeHandlerConfig(path=path, root=root), cfg)
+    handler.path = hybrid.launcher_for(path, Path(cfg.state_dir) / "bin" / name)  # as handlers_from_config
+    return handler

@@ -43,9 +43,17 @@ class Sandbox:
     network_name: str = ""
     network_result: dict[str, Any] | None = None
     infra_pid: int = 0
+    infra_pid_start: int = 0  # the infra process's start time (pycri.procs.start_time): the pid is ours while it matches
     cgroups_path: str = ""
     network_torn_down: bool = False
     userns_path: str = ""  # the pinned user namespace of a pod with its own ("" for the host's)
+    # The handler's binary and state root when the pod was made: its containers can be managed even once
+    # the handler has left the configuration.
+    runtime_path: str = ""
+    runtime_root: str = ""
+    # Left over from a failed RunPodSandbox that could not all be undone: listed (NOTREADY) until it is
+    # removed, but its name may be taken again at once.
+    name_released: bool = False
 
     @functools.cached_property
     def labels(self) -> dict[str, str]:
@@ -97,6 +105,7 @@ class Sandbox:
             runtime_handler=self.runtime_handler,
             created_at=self.created_at,
             config=self.config.SerializeToString(),
+            name_released=int(self.name_released),
             data={
                 "pod_dir": str(self.pod_dir),
                 "steps": self.steps,
@@ -105,9 +114,12 @@ class Sandbox:
                 "network_name": self.network_name,
                 "network_result": self.network_result,
                 "infra_pid": self.infra_pid,
+                "infra_pid_start": self.infra_pid_start,
                 "cgroups_path": self.cgroups_path,
                 "network_torn_down": self.network_torn_down,
                 "userns_path": self.userns_path,
+                "runtime_path": self.runtime_path,
+                "runtime_root": self.runtime_root,
             },
         )
 
@@ -127,7 +139,11 @@ class Sandbox:
             network_name=str(d.get("network_name", "")),
             network_result=d.get("network_result"),
             infra_pid=int(d.get("infra_pid", 0)),
+            infra_pid_start=int(d.get("infra_pid_start", 0)),
             cgroups_path=str(d.get("cgroups_path", "")),
             network_torn_down=bool(d.get("network_torn_down", False)),
             userns_path=str(d.get("userns_path", "")),
+            runtime_path=str(d.get("runtime_path", "")),
+            runtime_root=str(d.get("runtime_root", "")),
+            name_released=bool(row.name_released),
         )

@@ -32,7 +32,8 @@ from pycri.host.tree import remove_tree
 from pycri.oci import userns
 from pycri.oci.interface import ConmonError, RuntimeCommandError, RuntimeContainer, RuntimeImpl
 from pycri.oci.spec import InfraOptions, Namespaces, infra_spec, sysctl_errors
-from pycri.procs import pid_alive, wait_pid
+from pycri.procs import same_process, start_time, wait_pid
+from pycri.retry import Retrier
 from pycri.sandboxes import files
 from pycri.sandboxes.model import (
     STEP_DIR,
@@ -104,6 +105,7 @@ class SandboxService:
         registry: SandboxRegistry | None = None,
         containers: ContainerHooks | None = None,
         userns_supported: Callable[[str], Awaitable[bool]] | None = None,
+        retired_handler: Callable[[str, str, str], RuntimeImpl] | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -119,6 +121,14 @@ class SandboxService:
         self.userns_supported = userns_supported
         # Failure injection for tests: called with each step's name before it runs.
         self.before_step: Callable[[str], None] | None = None
+        # (name, path, root) -> the handler of that name once the configuration has dropped it.
+        self.retired_handler = retired_handler
+        self._retired: dict[str, RuntimeImpl] = {}
+        # Clean-ups that failed, retried in the background until they succeed (or the pod is removed).
+        self.retrier = Retrier(log)
+
+    async def close(self) -> None:
+        await self.retrier.close()
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -143,10 +153,32 @@ class SandboxService:
         )
 
     def handler(self, name: str) -> RuntimeImpl:
+        """A configured handler, for a new pod."""
         runtime = self.handlers.get(name or self.cfg.default_runtime)
         if runtime is None:
             raise errors.InvalidArgument(f"runtime_handler: unknown handler {name!r} (known: {', '.join(self.handlers)})")
         return runtime
+
+    def runtime_of(self, sandbox: Sandbox) -> RuntimeImpl:
+        """The handler of an existing pod: the configured one, or, once the configuration has dropped it,
+        one rebuilt from the binary and state root the pod's record remembers."""
+        configured = self.handlers.get(sandbox.runtime_handler)
+        if configured is not None:
+            return configured
+        name = sandbox.runtime_handler
+        if self.retired_handler is None or not sandbox.runtime_path:
+            raise errors.FailedPrecondition(
+                f"pod sandbox {sandbox.id}: runtime handler {name!r} is no longer configured; add it back to manage the pod"
+            )
+        if name not in self._retired:
+            log.warning(
+                "runtime handler %r is no longer configured; its pods use %s (root %s)",
+                name,
+                sandbox.runtime_path,
+                sandbox.runtime_root,
+            )
+            self._retired[name] = self.retired_handler(name, sandbox.runtime_path, sandbox.runtime_root)
+        return self._retired[name]
 
     async def _save(self, sandbox: Sandbox) -> None:
         await self.store.sandboxes.put(sandbox.to_row())
@@ -197,9 +229,14 @@ class SandboxService:
             runtime_handler=runtime_handler or self.cfg.default_runtime,
             pod_dir=self.pods_dir / sandbox_id,
         )
+        handler_config = self.cfg.runtimes.get(sandbox.runtime_handler)
+        if handler_config is not None:
+            sandbox.runtime_path, sandbox.runtime_root = handler_config.path, handler_config.root
         md = config.metadata
         async with self._names:
             for other in self.sandboxes.values():
+                if other.name_released:
+                    continue
                 om = other.metadata
                 if (om.name, om.namespace, om.uid, om.attempt) == (md.name, md.namespace, md.uid, md.attempt):
                     raise errors.AlreadyExists(
@@ -216,7 +253,7 @@ class SandboxService:
                 await self._build(sandbox)
             except BaseException as exc:
                 log.warning("RunPodSandbox %s (%s/%s) failed: %s; undoing", sandbox_id, md.namespace, md.name, exc)
-                await asyncio.shield(self._destroy(sandbox))
+                await asyncio.shield(self._undo_run(sandbox))
                 if isinstance(exc, (errors.CRIError, asyncio.CancelledError)):
                     raise
                 if isinstance(exc, (ConmonError, RuntimeCommandError)):
@@ -224,6 +261,40 @@ class SandboxService:
                 raise
         log.info("pod %s/%s running as %s (%s)", md.namespace, md.name, sandbox_id, ", ".join(sandbox.ips) or "host network")
         return sandbox
+
+    async def _undo_run(self, sandbox: Sandbox) -> None:
+        """Undo a failed run; what cannot be undone now is kept listed NOTREADY, without its name."""
+        try:
+            await self._destroy(sandbox)
+        except Exception as exc:
+            md = sandbox.metadata
+            log.error(
+                "pod sandbox %s (%s/%s): undoing the failed RunPodSandbox failed: %s; "
+                "listed NOTREADY (its name released) until its removal or a retry succeeds",
+                sandbox.id,
+                md.namespace,
+                md.name,
+                exc,
+            )
+            await self._keep_leftover(sandbox)
+
+    async def _keep_leftover(self, sandbox: Sandbox) -> None:
+        """``sandbox`` could not be undone: list it NOTREADY for kubelet to remove, free its name, and
+        retry the undo in the background."""
+        sandbox.state = State.NOTREADY
+        sandbox.name_released = True
+        try:
+            await self._save(sandbox)
+        except Exception as exc:  # the row keeps CREATING: recovery undoes it again
+            log.error("pod sandbox %s: cannot record it as left over: %s", sandbox.id, exc)
+        self.retrier.schedule(
+            sandbox.id, f"pod sandbox {sandbox.id}: undoing what is left of it", lambda: self._retry_undo(sandbox)
+        )
+
+    async def _retry_undo(self, sandbox: Sandbox) -> None:
+        async with self.lock(sandbox.id):
+            if sandbox.id in self.sandboxes:
+                await self._destroy(sandbox)
 
     async def _build(self, sandbox: Sandbox) -> None:
         config = sandbox.config
@@ -268,6 +339,7 @@ class SandboxService:
         await self._save(sandbox)
         infra = self.infra(sandbox)
         sandbox.infra_pid = await runtime.create(infra)
+        sandbox.infra_pid_start = start_time(sandbox.infra_pid)
         await runtime.start(infra)
         sandbox.state = State.READY
         await self._save(sandbox)
@@ -348,10 +420,14 @@ class SandboxService:
 
     # -- stop / remove --------------------------------------------------------------------------
 
+    def infra_alive(self, sandbox: Sandbox) -> bool:
+        """Whether the infra process pycri started still runs (its pid may name another process by now)."""
+        return same_process(sandbox.infra_pid, sandbox.infra_pid_start)
+
     async def _kill_infra(self, sandbox: Sandbox) -> None:
-        if sandbox.state is State.NOTREADY and not pid_alive(sandbox.infra_pid):
+        if sandbox.state is State.NOTREADY and not self.infra_alive(sandbox):
             return  # already dead: no `runtime state` round trip
-        runtime, infra = self.handler(sandbox.runtime_handler), self.infra(sandbox)
+        runtime, infra = self.runtime_of(sandbox), self.infra(sandbox)
         current = await runtime.state(infra)
         if current is None or current.status == "stopped":
             return
@@ -378,10 +454,16 @@ class SandboxService:
             await self._save(sandbox)
 
     async def remove(self, id_or_prefix: str) -> None:
+        """Remove the pod's containers, then undo the pod's steps and forget it.
+
+        Ordered: the pod's own steps are undone only once every container of it is gone (its record
+        included, which refers to the pod's). A removal that fails part-way leaves what remains
+        recorded, and succeeds when retried.
+        """
         sandbox = self.find(id_or_prefix)
         if sandbox is None:
             return
-        await self.containers.remove_containers(sandbox.id)
+        await self.containers.remove_containers(sandbox.id)  # raises while any of them is not cleaned up
         async with self.lock(sandbox.id):
             if sandbox.id not in self.sandboxes:
                 return  # removed meanwhile
@@ -389,15 +471,16 @@ class SandboxService:
         log.info("pod %s/%s (%s) removed", sandbox.metadata.namespace, sandbox.metadata.name, sandbox.id)
 
     async def _destroy(self, sandbox: Sandbox) -> None:
-        """Undo every step ``sandbox`` records, in reverse, then forget it. Safe to repeat."""
-        runtime = self.handler(sandbox.runtime_handler)
+        """Undo every step ``sandbox`` records, in reverse, then forget it. Safe to repeat after a failure."""
         if STEP_INFRA in sandbox.steps:
+            runtime = self.runtime_of(sandbox)
             await self._kill_infra(sandbox)
             await runtime.delete(self.infra(sandbox), force=True)
             await runtime.remove_leftovers(self.infra(sandbox))
         if STEP_NETNS in sandbox.steps and not sandbox.network_torn_down:
             await self.network.teardown(sandbox)
             sandbox.network_torn_down = True
+            await self._save(sandbox)  # a retry after a later step failed does not run the CNI DEL again
         if STEP_SHM in sandbox.steps:
             with contextlib.suppress(FileNotFoundError):
                 await asyncio.to_thread(mounts.unmount, str(sandbox.shm_path))
@@ -405,7 +488,10 @@ class SandboxService:
             await asyncio.to_thread(host_userns.release, Path(sandbox.userns_path))
         if STEP_DIR in sandbox.steps or sandbox.pod_dir.exists():
             await asyncio.to_thread(self._remove_pod_dir, sandbox.pod_dir)
-        await self.store.sandboxes.delete(sandbox.id)
+        try:
+            await self.store.sandboxes.delete(sandbox.id)
+        except sqlite3.IntegrityError as exc:  # a container's record still refers to it (removal removes those first)
+            raise errors.Internal(f"pod sandbox {sandbox.id}: its containers' records remain: {exc}") from exc
         self.sandboxes.pop(sandbox.id, None)
         self._locks.pop(sandbox.id, None)
 
@@ -441,39 +527,95 @@ class SandboxService:
 
     async def refresh(self, sandbox: Sandbox) -> None:
         """A READY sandbox whose infra process died is NOTREADY."""
-        if sandbox.state is State.READY and not pid_alive(sandbox.infra_pid):
+        if sandbox.state is State.READY and not self.infra_alive(sandbox):
             sandbox.state = State.NOTREADY
             await self._save(sandbox)
             log.warning("pod sandbox %s: infra process %d is gone; NOTREADY", sandbox.id, sandbox.infra_pid)
 
     # -- recovery -------------------------------------------------------------------------------
 
-    async def recover(self) -> None:
-        """Load every sandbox; clean up half-made ones; mark those whose infra died NOTREADY."""
+    async def recover(self, *, rebooted: bool = False) -> None:
+        """Load every sandbox; clean up half-made ones; mark those whose infra died NOTREADY.
+
+        Nothing here stops the daemon from starting: a pod whose recovery fails (a failed CNI DEL,
+        ``runc delete``, a handler no longer configured...) is logged with the reason and kept
+        listed NOTREADY, for kubelet to remove; what could not be cleaned up is retried in the
+        background. After a reboot (``rebooted``) no infra process is left: every pod is NOTREADY.
+        """
         await asyncio.to_thread(self.pods_dir.mkdir, parents=True, exist_ok=True)
         for row in await self.store.sandboxes.all():
-            sandbox = Sandbox.from_row(row)
-            self.sandboxes[sandbox.id] = sandbox
-            if sandbox.state is State.CREATING:
-                log.warning("pod sandbox %s was being created when pycri stopped; cleaning it up", sandbox.id)
-                await self._destroy(sandbox)
+            try:
+                sandbox = Sandbox.from_row(row)
+            except Exception:
+                log.exception("pod sandbox %s: its record cannot be read; skipped", row.id)
                 continue
-            runtime = self.handler(sandbox.runtime_handler)
-            current = await runtime.state(self.infra(sandbox)) if STEP_INFRA in sandbox.steps else None
-            alive = current is not None and current.status == "running" and pid_alive(current.pid)
-            if sandbox.state is State.READY and not alive:
-                sandbox.state = State.NOTREADY
-                await self._save(sandbox)
-                log.warning("pod sandbox %s: infra container is not running; NOTREADY", sandbox.id)
+            self.sandboxes[sandbox.id] = sandbox
+            try:
+                await self._recover(sandbox, rebooted)
+            except Exception as exc:
+                log.error("pod sandbox %s: recovery failed: %s; NOTREADY", sandbox.id, exc)
+                if sandbox.state is State.READY:
+                    sandbox.state = State.NOTREADY
+                    with contextlib.suppress(Exception):
+                        await self._save(sandbox)
         # Pod directories no record knows of are leftovers of a crash before the first write.
         known = set(self.sandboxes)
         for name in await asyncio.to_thread(os.listdir, self.pods_dir):
             if name not in known:
                 try:
                     await asyncio.to_thread(self._remove_pod_dir, self.pods_dir / name)
-                except errors.CRIError as exc:
-                    log.error("leftover pod directory kept: %s", exc.message)
+                except Exception as exc:
+                    log.error("leftover pod directory %s kept: %s", self.pods_dir / name, exc)
         log.info("sandboxes: %d recovered", len(self.sandboxes))
+
+    async def _recover(self, sandbox: Sandbox, rebooted: bool) -> None:
+        if sandbox.state is State.CREATING:
+            log.warning("pod sandbox %s was being created when pycri stopped; cleaning it up", sandbox.id)
+            try:
+                await self._destroy(sandbox)
+            except Exception as exc:
+                log.error(
+                    "pod sandbox %s: cleaning it up failed: %s; listed NOTREADY until its removal or a retry succeeds",
+                    sandbox.id,
+                    exc,
+                )
+                await self._keep_leftover(sandbox)
+            return
+        if sandbox.name_released:  # left over from a failed run: its undo goes on
+            await self._keep_leftover(sandbox)
+            return
+        if rebooted:
+            # Its pid and start time belong to the previous boot: they name nothing, or another process.
+            sandbox.infra_pid = sandbox.infra_pid_start = 0
+            if sandbox.state is State.READY:
+                sandbox.state = State.NOTREADY
+                log.warning("pod sandbox %s: the node rebooted; NOTREADY", sandbox.id)
+            await self._save(sandbox)
+            return
+        if sandbox.state is State.READY and not await self._infra_running(sandbox):
+            sandbox.state = State.NOTREADY
+            await self._save(sandbox)
+            log.warning("pod sandbox %s: infra container is not running; NOTREADY", sandbox.id)
+
+    async def _infra_running(self, sandbox: Sandbox) -> bool:
+        """Whether the runtime runs the infra container pycri started (when it cannot say, whether its process lives)."""
+        if STEP_INFRA not in sandbox.steps:
+            return False
+        runtime = self.runtime_of(sandbox)  # a handler that cannot be had: the pod cannot be managed, NOTREADY
+        try:
+            current = await runtime.state(self.infra(sandbox))
+        except Exception as exc:
+            alive = self.infra_alive(sandbox)
+            log.warning(
+                "pod sandbox %s: the runtime cannot tell its state (%s); its infra process is %s",
+                sandbox.id,
+                exc,
+                "alive" if alive else "gone",
+            )
+            return alive
+        return (
+            current is not None and current.status == "running" and current.pid == sandbox.infra_pid and self.infra_alive(sandbox)
+        )
 
 
 def cri_state(sandbox: Sandbox) -> api.PodSandboxState.ValueType:

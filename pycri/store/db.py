@@ -49,6 +49,7 @@ class SandboxRow(Row):
     created_at: int
     config: bytes
     data: dict[str, Any] = field(default_factory=dict)
+    name_released: int = 0  # 1: its (name, namespace, uid, attempt) may be taken by another sandbox
 
 
 @dataclass

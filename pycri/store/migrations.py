@@ -47,4 +47,11 @@ MIGRATIONS: list[str] = [
         data         TEXT NOT NULL
     );
     """,
+    # 2: a pod sandbox left over from a failed RunPodSandbox (it could not all be undone) stays listed
+    # until it is removed, but releases its name at once, so that the run can be retried.
+    """
+    ALTER TABLE sandboxes ADD COLUMN name_released INTEGER NOT NULL DEFAULT 0;
+    DROP INDEX sandboxes_identity;
+    CREATE UNIQUE INDEX sandboxes_identity ON sandboxes (name, namespace, uid, attempt) WHERE name_released = 0;
+    """,
 ]

@@ -820,7 +820,8 @@ def test_daemon_restart_keeps_containers(image_refs: dict[str, str], tmp_path: P
             pod = h.pod("restart")
             running = h.container(pod, "running")
             exits_while_down = h.container(pod, "early", ("/bin/sh", "-c", "sleep 2; exit 7"))
-            exits_after = h.container(pod, "late", ("/bin/sh", "-c", "sleep 5; exit 9"))
+            # Still running once the restarted daemon answers: 3 s down, then its start (slow on a loaded machine).
+            exits_after = h.container(pod, "late", ("/bin/sh", "-c", "sleep 10; exit 9"))
             created = h.container(pod, "created", start=False)
             pid = h.pid(running)
         daemon.kill()
@@ -837,7 +838,7 @@ def test_daemon_restart_keeps_containers(image_refs: dict[str, str], tmp_path: P
             assert (st.state, st.exit_code, st.reason) == (api.CONTAINER_EXITED, 7, "Error")
             assert st.started_at < st.finished_at
             assert h.status(exits_after).state == api.CONTAINER_RUNNING
-            st = h.wait_exited(exits_after, timeout=10)  # the restarted daemon still watches it
+            st = h.wait_exited(exits_after, timeout=20)  # the restarted daemon still watches it
             assert (st.exit_code, st.reason) == (9, "Error")
             assert h.status(created).state == api.CONTAINER_CREATED
             h.start(created)  # a container created before the restart starts after it

@@ -416,6 +416,7 @@ async def make_env(tmp_path: Path, net: Net) -> AsyncIterator[EnvFactory]:
 
 async def force_clean(env: Env) -> None:
     env.svc.before_step = None
+    await env.svc.close()
     for sandbox_id in list(env.svc.sandboxes):
         with contextlib.suppress(Exception):
             await env.svc.stop(sandbox_id)
@@ -600,6 +601,55 @@ async def test_failing_cni_plugin_leaves_nothing(env: Env) -> None:
     assert "injected plugin failure" in failed.value.message
     await env.assert_clean(env.last_id)
     assert ipam_holders(IPAM_ROOT / name, env.last_id) == [], "the bridge's host-local allocation was released"
+
+
+class FailingTeardown:
+    """The real pod network, whose next ``failures`` teardowns fail (as a CNI DEL that fails)."""
+
+    def __init__(self, real: CNIPodNetwork, failures: int) -> None:
+        self.real = real
+        self.failures = failures
+
+    async def plan(self, sandbox: Sandbox) -> None:
+        await self.real.plan(sandbox)
+
+    async def setup(self, sandbox: Sandbox) -> None:
+        await self.real.setup(sandbox)
+
+    async def teardown(self, sandbox: Sandbox) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise RuntimeError("injected CNI DEL failure")
+        await self.real.teardown(sandbox)
+
+
+async def test_a_failed_run_whose_undo_fails_releases_the_name(env: Env) -> None:
+    """What cannot be undone stays listed NOTREADY for kubelet to remove; the pod's name is free at once."""
+    env.svc.network = FailingTeardown(env.network, failures=1)
+    env.svc.retrier.first = 3600  # here kubelet's removal, not the background retry, finishes the undo
+
+    def fail(name: str) -> None:
+        if name == STEP_INFRA:
+            raise RuntimeError("injected failure at infra")
+
+    env.on_step = fail
+    config = env.config()
+    with pytest.raises(RuntimeError, match=r"^injected failure at infra$"):
+        await env.svc.run(config, "")
+    env.on_step = None
+    leftover = env.last_id
+    assert [(s.id, s.state) for s in env.svc.list(None)] == [(leftover, State.NOTREADY)]
+    assert f"netns {netns.NETNS_DIR / f'pycri-{leftover[:16]}'}" in await env.leftovers(leftover)
+
+    again = await env.svc.run(config, "")  # the same name, namespace, uid and attempt: not ALREADY_EXISTS
+    assert again.state is State.READY
+    assert {s.id: s.state for s in env.svc.list(None)} == {leftover: State.NOTREADY, again.id: State.READY}
+
+    for sandbox_id in (leftover, again.id):  # as kubelet does
+        await env.svc.stop(sandbox_id)
+        await env.svc.remove(sandbox_id)
+    await env.assert_clean(leftover)
+    await env.assert_clean(again.id)
 
 
 # ---------------------------------------------------------------- cancellation

@@ -75,6 +75,42 @@ async def test_identity_is_unique(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_a_released_name_is_free_again(tmp_path: Path) -> None:
+    """A pod left over from a failed RunPodSandbox keeps its row but not its name (name_released)."""
+    store = await Store.open(tmp_path / "state.db")
+    try:
+        leftover = sandbox()
+        leftover.name_released = 1
+        await store.sandboxes.insert(leftover)
+        await store.sandboxes.insert(sandbox(sid="b" * 64))  # the same name, namespace, uid and attempt
+        with pytest.raises(sqlite3.IntegrityError):
+            await store.sandboxes.insert(sandbox(sid="c" * 64))  # a name not released is still unique
+        assert {(r.id[0], r.name_released) for r in await store.sandboxes.all()} == {("a", 1), ("b", 0)}
+    finally:
+        await store.close()
+
+
+async def test_migration_keeps_first_schema_rows(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    conn = sqlite3.connect(db)
+    for statement in MIGRATIONS[0].split(";"):
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    row = sandbox()
+    conn.execute(
+        "INSERT INTO sandboxes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (row.id, row.name, row.namespace, row.uid, row.attempt, row.state, row.runtime_handler, 1, row.config, "{}"),
+    )
+    conn.commit()
+    conn.close()
+    store = await Store.open(db)
+    try:
+        (migrated,) = await store.sandboxes.all()
+        assert (migrated.id, migrated.name_released) == (row.id, 0)
+    finally:
+        await store.close()
+
+
 async def test_container_needs_its_sandbox(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "state.db")
     try:
