@@ -1,7 +1,7 @@
 """Kubelet's load on a node: its periodic CRI calls, pod startup, and the runtime's CPU and memory.
 
     python -m benchmarks.bench_kubelet [--pods 30,100] [--containers 2] [--seconds 60] [--quick]
-                                       [--pod-stats auto|cri|cadvisor]
+                                       [--pod-stats auto|cri|cadvisor] [--scope auto|all|run]
                                        [--containerd unix:///run/containerd-ref/containerd.sock]
 
 For each ``--pods`` N and each runtime (a temporary pycri daemon, then containerd when it
@@ -87,10 +87,17 @@ answer the same calls, and says so.
 
 Not reproduced: cAdvisor (it reads cgroups itself, and for containerd also asks containerd's own
 API about new containers), the API server side, volumes and mounts kubelet adds (/etc/hosts,
-termination log, service account token), pod cgroup parents, DNS config. Lists are unfiltered,
-as kubelet's are, so pods of other users of a runtime add to them: their number is reported; the
-per-pod follow-ups (GetPodStatus, ContainerStatus of log rotation) are made for this run's pods
-only, so both runtimes answer the same calls.
+termination log, service account token), pod cgroup parents, DNS config.
+
+Other users of a runtime: on a node every pod is kubelet's, but the reference containerd may be
+shared. ``--scope all`` lists unfiltered, as kubelet does, so others' pods lengthen the lists and
+their containers' stats are gathered too; ``--scope run`` adds this run's label to every list's
+filter (kubelet's own filters kept), so each runtime reports on this run's pods only; ``auto``
+(the default) takes ``run`` when containerd holds pods before the run starts, and says so. The
+per-pod follow-ups (GetPodStatus, the ContainerStatus of log rotation) are made for this run's
+pods only either way. Others' pods and containers at the steady window's start and end, whether
+they changed, and other connections to the runtime's socket are reported: the daemon's CPU
+includes whatever it did for them.
 
 Needs the local registries of ../shared/tools/test-registry.sh (``seed``): both runtimes pull
 registry.k8s.io/e2e-test-images/busybox:1.29-2 through the mirror on 127.0.0.1:5000.
@@ -345,8 +352,10 @@ class NodeResult:
     helpers_pss_kib: int
     helpers_rss_kib: int
     helper_count: int
-    foreign: tuple[int, int]  # most sandboxes / containers of others seen in a relist
-    foreign_churn: int  # steady-window relists in which others' pods or containers had changed
+    foreign: tuple[int, int]  # most sandboxes / containers of others at the steady window's start or end
+    foreign_churn: bool  # others' pods or containers were not the same at its end
+    scope: str
+    other_clients: int  # most connections to the runtime's socket besides this benchmark's, in the window
     stats_note: str
     errors: dict[str, list[str]]
     client_cpu_s: float
@@ -364,8 +373,11 @@ class Node:
         pod_stats: str,
         daemon_pid: Callable[[], int | None],
         helpers: tuple[str, Callable[[set[str]], list[int]]],
+        socket_path: str,
+        scope: str,
     ) -> None:
         self.label = label
+        self.socket_path = socket_path
         self.client = client
         self.args = args
         self.n = pods
@@ -378,9 +390,9 @@ class Node:
         self.pods: dict[str, Pod] = {}  # by uid
         self.ours: set[str] = set()  # uids of this run's pods, as the PLEG sees them
         self.pleg: dict[str, dict[str, str]] = {}  # pod uid -> {sandbox or container id: state}
+        self.scope = {LABEL: self.token} if scope == "run" else {}  # added to every list's filter
         self.foreign = (0, 0)
-        self.foreign_ids: frozenset[str] | None = None  # others' sandboxes and containers at the last steady relist
-        self.foreign_churn = 0  # steady relists that found others' pods or containers changed: the runtime was busy for them
+        self.foreign_churn = False  # others' pods or containers changed over the steady window: the runtime worked for them
         self.fell_back = False  # a ListPodSandboxStats answered UNIMPLEMENTED
         self.in_flight = False  # a RunPodSandbox or CreateContainer is under way
         self.log_root = Path(tempfile.mkdtemp(prefix="pycri-bench-kubelet-logs-"))
@@ -393,21 +405,23 @@ class Node:
 
     # CRI calls as kubelet makes them -----------------------------------------------------------
 
+    def list_sandboxes(self, ready_only: bool = False) -> list[api.PodSandbox]:
+        """ListPodSandbox as kubelet filters it (every pod, or the ready ones), within the run's scope."""
+        state = api.PodSandboxStateValue(state=api.SANDBOX_READY) if ready_only else None
+        request = api.ListPodSandboxRequest(filter=api.PodSandboxFilter(state=state, label_selector=self.scope))
+        name = "ListPodSandbox {ready}" if ready_only else "ListPodSandbox"
+        return list(self.rec.call(name, functools.partial(self.client.list_pod_sandbox, request)).items)
+
+    def list_containers(self, running_only: bool = False) -> list[api.Container]:
+        """ListContainers as kubelet filters it (every container, or the running ones), within the run's scope."""
+        state = api.ContainerStateValue(state=api.CONTAINER_RUNNING) if running_only else None
+        request = api.ListContainersRequest(filter=api.ContainerFilter(state=state, label_selector=self.scope))
+        name = "ListContainers {running}" if running_only else "ListContainers"
+        return list(self.rec.call(name, functools.partial(self.client.list_containers, request)).containers)
+
     def get_pods(self, all_: bool) -> tuple[list[api.PodSandbox], list[api.Container]]:
         """GetPods: every sandbox and container, or (housekeeping) the ready and running ones."""
-        if all_:
-            sandboxes = self.rec.call("ListPodSandbox", lambda: self.client.list_pod_sandbox(api.ListPodSandboxRequest()))
-            containers = self.rec.call("ListContainers", lambda: self.client.list_containers(api.ListContainersRequest()))
-        else:
-            ready = api.PodSandboxFilter(state=api.PodSandboxStateValue(state=api.SANDBOX_READY))
-            running = api.ContainerFilter(state=api.ContainerStateValue(state=api.CONTAINER_RUNNING))
-            sandboxes = self.rec.call(
-                "ListPodSandbox {ready}", lambda: self.client.list_pod_sandbox(api.ListPodSandboxRequest(filter=ready))
-            )
-            containers = self.rec.call(
-                "ListContainers {running}", lambda: self.client.list_containers(api.ListContainersRequest(filter=running))
-            )
-        return list(sandboxes.items), list(containers.containers)
+        return self.list_sandboxes(ready_only=not all_), self.list_containers(running_only=not all_)
 
     def relist(self) -> None:
         """PLEG: list everything, inspect the pods whose sandboxes or containers changed state."""
@@ -418,14 +432,6 @@ class Node:
         for c in containers:
             current.setdefault(c.labels.get(POD_UID_LABEL, ""), {})[c.id] = CONTAINER_STATES.get(c.state, "unknown")
         ours = set(self.ours)
-        others = [f"{s.id}:{s.state}" for s in sandboxes if s.metadata.uid not in ours]
-        others_c = [f"{c.id}:{c.state}" for c in containers if c.labels.get(POD_UID_LABEL, "") not in ours]
-        self.foreign = (max(self.foreign[0], len(others)), max(self.foreign[1], len(others_c)))
-        if self.rec.phase == "steady":
-            seen = frozenset(others + others_c)
-            if self.foreign_ids is not None and seen != self.foreign_ids:
-                self.foreign_churn += 1
-            self.foreign_ids = seen
         for uid in set(self.pleg) | set(current):
             old, new = self.pleg.get(uid, {}), current.get(uid, {})
             if old == new:
@@ -474,9 +480,9 @@ class Node:
         self.rec.call("Version", lambda: self.client.version(api.VersionRequest(version="0.1.0")))
 
     def rotate_logs(self) -> None:
-        containers = self.rec.call("ListContainers", lambda: self.client.list_containers(api.ListContainersRequest()))
+        containers = self.list_containers()
         ours = set(self.ours)
-        for c in containers.containers:
+        for c in containers:
             if c.state != api.CONTAINER_RUNNING or c.labels.get(POD_UID_LABEL) not in ours:
                 continue
             status = self.container_status(c.id)
@@ -495,12 +501,14 @@ class Node:
         if self.pod_stats == "cri":
             phase, start = self.rec.phase, time.perf_counter()
             try:
-                self.rec.call("ListPodSandboxStats", lambda: self.client.list_pod_sandbox_stats(api.ListPodSandboxStatsRequest()))
+                request = api.ListPodSandboxStatsRequest(filter=api.PodSandboxStatsFilter(label_selector=self.scope))
+                self.rec.call("ListPodSandboxStats", functools.partial(self.client.list_pod_sandbox_stats, request))
                 return
             except UnimplementedError:
                 self.fell_back = True  # kubelet logs it and falls back, at every call
                 self.rec.add(phase, "ListPodSandboxStats (UNIMPLEMENTED)", (time.perf_counter() - start) * 1000)
-        self.rec.call("ListContainerStats", lambda: self.client.list_container_stats(api.ListContainerStatsRequest()))
+        stats = api.ListContainerStatsRequest(filter=api.ContainerStatsFilter(label_selector=self.scope))
+        self.rec.call("ListContainerStats", functools.partial(self.client.list_container_stats, stats))
 
     def image_fs_info(self) -> None:
         self.rec.call("ImageFsInfo", lambda: self.client.image_fs_info(api.ImageFsInfoRequest()))
@@ -508,14 +516,14 @@ class Node:
     def eviction(self) -> None:
         """summary.Get(updateStats=true): ImageFsStats, then listPodStats."""
         self.image_fs_info()
-        self.rec.call("ListContainers", lambda: self.client.list_containers(api.ListContainersRequest()))
-        self.rec.call("ListPodSandbox", lambda: self.client.list_pod_sandbox(api.ListPodSandboxRequest()))
+        self.list_containers()
+        self.list_sandboxes()
         self.list_pod_stats()
 
     def metrics_scrape(self) -> None:
         """/metrics/resource: GetCPUAndMemoryStats -> ListPodCPUAndMemoryStats."""
-        self.rec.call("ListContainers", lambda: self.client.list_containers(api.ListContainersRequest()))
-        self.rec.call("ListPodSandbox", lambda: self.client.list_pod_sandbox(api.ListPodSandboxRequest()))
+        self.list_containers()
+        self.list_sandboxes()
         self.list_pod_stats()
 
     def list_images(self) -> None:
@@ -530,8 +538,9 @@ class Node:
         self.image_fs_info()
 
     def container_gc(self) -> None:
-        self.rec.call("ListContainers", lambda: self.client.list_containers(api.ListContainersRequest()))  # evictContainers
-        self.get_pods(all_=True)  # evictSandboxes: containers, then sandboxes
+        self.list_containers()  # evictContainers
+        self.list_containers()  # evictSandboxes: containers, then sandboxes
+        self.list_sandboxes()
 
     def probe(self, cid: str) -> Callable[[], None]:
         request = api.ExecSyncRequest(container_id=cid, cmd=PROBE_COMMAND, timeout=PROBE_TIMEOUT)
@@ -668,6 +677,15 @@ class Node:
 
     # measuring ------------------------------------------------------------------------------
 
+    def others(self) -> tuple[set[str], set[str]]:
+        """Sandboxes and containers (id and state) that are not this run's: untimed, outside the window."""
+        sandboxes = self.client.list_pod_sandbox(api.ListPodSandboxRequest()).items
+        containers = self.client.list_containers(api.ListContainersRequest()).containers
+        return (
+            {f"{s.id}:{s.state}" for s in sandboxes if s.labels.get(LABEL) != self.token},
+            {f"{c.id}:{c.state}" for c in containers if c.labels.get(LABEL) != self.token},
+        )
+
     def sandbox_ids(self) -> set[str]:
         with self.lock:
             return {p.sandbox_id for p in self.pods.values() if p.sandbox_id}
@@ -714,19 +732,28 @@ class Node:
             time.sleep(KUBELET_HEAD_START)
             startups = [self.start_pod(containers, scheduler, i * containers) for i in range(self.n)]
             time.sleep(SETTLE)
+            others_before = self.others()
             before = self.cpu_snapshot()
             self.rec.phase = "steady"
             started = time.monotonic()
             rss_max: int | None = None
+            connections = cri_connections(self.socket_path)
             while (left := started + seconds - time.monotonic()) > 0:
                 time.sleep(min(1.0, left))
                 pid = self.daemon_pid()
                 rss = vm_rss_kib(pid) if pid else None
                 if rss is not None:
                     rss_max = max(rss_max or 0, rss)
+                connections = max(connections, cri_connections(self.socket_path))
             after = self.cpu_snapshot()
             window = time.monotonic() - started
             self.rec.phase = "after"
+            others_after = self.others()
+            self.foreign = (
+                max(len(others_before[0]), len(others_after[0])),
+                max(len(others_before[1]), len(others_after[1])),
+            )
+            self.foreign_churn = others_before != others_after
             helpers = sorted(after[1])
             pss = sum(pss_kib(p) or 0 for p in helpers)
             rss_helpers = sum(vm_rss_kib(p) or 0 for p in helpers)
@@ -751,6 +778,8 @@ class Node:
                 helper_count=len(helpers),
                 foreign=self.foreign,
                 foreign_churn=self.foreign_churn,
+                scope="this run's pods (label selector on every list)" if self.scope else "every pod (unfiltered, as kubelet)",
+                other_clients=max(0, connections - 1),
                 stats_note=self.stats_note(),
                 errors=dict(self.rec.errors),
                 client_cpu_s=(client_end.ru_utime + client_end.ru_stime) - (client_start.ru_utime + client_start.ru_stime),
@@ -844,10 +873,27 @@ class Node:
                     self.client.remove_image(api.RemoveImageRequest(image=api.ImageSpec(image=self.sandbox_image)))
 
 
+def cri_connections(socket_path: str) -> int:
+    """Connected sockets at a listening unix socket's path: one per client connection (/proc/net/unix)."""
+    count = 0
+    with contextlib.suppress(OSError), open("/proc/net/unix") as f:
+        next(f, None)
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 8 and fields[7] == socket_path and fields[5] == "03":  # SS_CONNECTED
+                count += 1
+    return count
+
+
 def probe_loops(loops: dict[str, list[float]]) -> list[Result]:
     """All probe workers' iterations as one row."""
     samples = [ms for name, values in loops.items() if name.startswith("exec probe") for ms in values]
     return [Result("exec probes", samples)] if samples else []
+
+
+def others_pods(client: Client) -> int:
+    """Pods a runtime holds before this run starts any."""
+    return len(client.list_pod_sandbox(api.ListPodSandboxRequest()).items)
 
 
 def supports_pod_stats(client: Client) -> bool:
@@ -962,7 +1008,7 @@ def seconds_and_share(cpu_s: float, window: float) -> str:
 
 
 def shared_note(ours: NodeResult, theirs: NodeResult | None) -> str:
-    busy = [n.label for n in (ours, theirs) if n is not None and n.foreign_churn]
+    busy = [n.label for n in (ours, theirs) if n is not None and (n.foreign_churn or n.other_clients)]
     return f" (not trustworthy: {' and '.join(busy)} also worked for others' pods)" if busy else ""
 
 
@@ -1044,16 +1090,21 @@ def overhead_table(ours: NodeResult, theirs: NodeResult | None, g: Goals) -> str
 
 
 def notes(node: NodeResult) -> list[str]:
-    out = [f"{node.label}: pod stats: {node.stats_note}"]
+    out = [f"{node.label}: pod stats: {node.stats_note}; lists: {node.scope}"]
     if node.foreign != (0, 0):
         out.append(
-            f"{node.label}: lists also held up to {node.foreign[0]} sandboxes and {node.foreign[1]} containers of others"
+            f"{node.label}: it also held {node.foreign[0]} sandboxes and {node.foreign[1]} containers of others"
             + (
-                f"; they changed during the steady window ({node.foreign_churn} relists saw it): the daemon's CPU,"
-                " its reaped children's and the latencies include work done for others"
+                "; they changed over the steady window: the daemon's CPU, its reaped children's and the latencies"
+                " include work done for others"
                 if node.foreign_churn
-                else " (unchanged during the steady window: they lengthen the lists only)"
+                else " (the same at the steady window's start and end)"
             )
+        )
+    if node.other_clients:
+        out.append(
+            f"{node.label}: up to {node.other_clients} other clients were connected to its socket during the steady window:"
+            " the daemon's CPU and the latencies include whatever they asked"
         )
     if node.cpu.helpers_gone:
         out.append(f"{node.label}: {node.cpu.helpers_gone} helper processes ended within the window (not fully counted)")
@@ -1130,7 +1181,7 @@ def run_pycri(args: argparse.Namespace, pods: int, conf: str, stats: Callable[[C
                 pid = daemon.proc.pid if daemon.proc else None
                 workdir = str(daemon.workdir)
                 helpers = ("conmon", lambda _sandboxes: processes("conmon", workdir))
-                node = Node("pycri", client, args, pods, stats(client), lambda: pid, helpers)
+                node = Node("pycri", client, args, pods, stats(client), lambda: pid, helpers, daemon.socket, args.scope)
                 result = node.run(args.containers, args.seconds)
             left = daemon.leftovers()
             if left:
@@ -1172,6 +1223,12 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="ListPodSandboxStats (cri, falling back as kubelet does), ListContainerStats (cadvisor), or auto",
     )
+    parser.add_argument(
+        "--scope",
+        choices=("auto", "all", "run"),
+        default="auto",
+        help="lists unfiltered as kubelet's (all), or with this run's label (run); auto: run when the runtime has others' pods",
+    )
     parser.add_argument("--containerd", help="containerd CRI endpoint to compare with")
     parser.add_argument("--containerd-pid", type=int, help="containerd's pid (default: found for the reference)")
     parser.add_argument("--log-level", default="info", help="pycri daemon log level")
@@ -1195,6 +1252,15 @@ def main(argv: list[str] | None = None) -> int:
         supported["containerd"] = supports_pod_stats(reference)
     decided: dict[str, str] = {}
     notes_: list[str] = []
+    if args.scope == "auto":
+        held = others_pods(reference) if reference is not None else 0
+        args.scope = "run" if held else "all"
+        if held:
+            notes_.append(
+                f"containerd holds {held} pods of others: every list and stats list carries this run's label"
+                " (--scope all for kubelet's unfiltered lists)"
+            )
+            print(notes_[-1])
 
     def stats_for(client: Client) -> str:
         """Asked by pycri's run once its daemon is up; decides for every runtime the first time."""
@@ -1225,6 +1291,8 @@ def main(argv: list[str] | None = None) -> int:
                     decided.get("path", "cadvisor"),
                     containerd_pid(endpoint, args.containerd_pid),
                     ("shim", shims(socket_path)),
+                    socket_path,
+                    args.scope,
                 )
                 theirs = node.run(args.containers, args.seconds)
             print(node_report(ours, theirs), flush=True)
