@@ -395,13 +395,13 @@ class Node:
         self.foreign_churn = False  # others' pods or containers changed over the steady window: the runtime worked for them
         self.fell_back = False  # a ListPodSandboxStats answered UNIMPLEMENTED
         self.in_flight = False  # a RunPodSandbox or CreateContainer is under way
-        self.log_root = Path(tempfile.mkdtemp(prefix="pycri-bench-kubelet-logs-"))
         self.had_image = self.has_image(IMAGE)
         self.pulled = False
         self.image_ref = IMAGE
         self.sandbox_image = sandbox_image(client)
         self.had_sandbox_image = self.sandbox_image is not None and self.has_image(self.sandbox_image)
         self.lock = threading.Lock()
+        self.log_root = Path(tempfile.mkdtemp(prefix="pycri-bench-kubelet-logs-"))  # last: run() removes it
 
     # CRI calls as kubelet makes them -----------------------------------------------------------
 
