@@ -83,7 +83,9 @@ Stats: kubelet calls ListPodSandboxStats only with the PodAndContainerStatsFromC
 cAdvisor. ``--pod-stats cri`` does exactly that on each runtime; ``cadvisor`` calls
 ListContainerStats (kubelet's default); ``auto`` (the default) takes ``cri`` when every runtime
 measured implements ListPodSandboxStats, and otherwise ``cadvisor`` for both, so both runtimes
-answer the same calls, and says so.
+answer the same calls, and says so. containerd 1.6 answers ListPodSandboxStats for these pods with
+UNKNOWN ("cgroupPath is empty"): they have no cgroup parent (kubelet gives each pod one; not
+reproduced here), so with ``cri`` its loops' stats calls fail, and the errors are reported.
 
 Not reproduced: cAdvisor (it reads cgroups itself, and for containerd also asks containerd's own
 API about new containers), the API server side, volumes and mounts kubelet adds (/etc/hosts,
