@@ -125,6 +125,31 @@ def processes(comm: str, cmdline_contains: str, *, prefix: bool = False) -> list
     return sorted(found)
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class CpuTicks:
+    """A process's CPU time in clock ticks (/proc/<pid>/stat): its own, and that of its reaped children."""
+
+    own: int  # utime + stime
+    children: int  # cutime + cstime: children it has waited for (and, through them, theirs)
+    start: int  # starttime, to tell a reused pid from the process first seen
+
+
+def cpu_ticks(pid: int) -> CpuTicks | None:
+    """CPU times of a process, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The name (field 2) is in parentheses and may hold spaces: count the fields after its ")".
+    fields = data[data.rindex(")") + 2 :].split()  # fields[0] is field 3, state
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])  # fields 14 to 17
+    return CpuTicks(own=utime + stime, children=cutime + cstime, start=int(fields[19]))  # field 22
+
+
 def total_rss_kib(pids: list[int]) -> int:
     return sum(vm_rss_kib(pid) or 0 for pid in pids)
 
