@@ -720,9 +720,14 @@ def test_update_container_resources(h: Harness) -> None:
 
 
 def runtime_containers(h: Harness, handler: str = "runc") -> list[str]:
+    """What the runtime lists; ``runc list`` fails now and then when a container's state leaves as it reads it."""
     runtime = h.daemon.cfg.runtimes[handler]
-    listed = subprocess.run([runtime.path, "--root", runtime.root, "list", "-q"], capture_output=True, text=True, check=True)
-    return listed.stdout.split()
+    for _ in range(5):
+        listed = subprocess.run([runtime.path, "--root", runtime.root, "list", "-q"], capture_output=True, text=True)
+        if listed.returncode == 0:
+            return listed.stdout.split()
+        time.sleep(0.1)
+    raise AssertionError(f"{runtime.path} list failed: {listed.stderr}")
 
 
 def test_an_exited_container_leaves_the_runtime_before_its_removal(h: Harness) -> None:

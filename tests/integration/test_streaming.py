@@ -271,7 +271,8 @@ async def test_port_forward_moves_100_mib_each_way_intact(h: Harness, handler: s
 @TRANSPORTS
 async def test_a_refused_port_is_reported_and_the_session_stays_usable(h: Harness, transport: Transport) -> None:
     pod = h.pod("pf-refused")
-    h.container(pod, "echo", ("/bin/sh", "-c", "while true; do echo pong | nc -l -p 8080; done"))
+    server = h.container(pod, "echo", ("/bin/sh", "-c", "while true; do echo pong | nc -l -p 8080; done"))
+    wait_for("the listener", lambda: ":1F90 " in h.sh(server, "cat /proc/net/tcp /proc/net/tcp6"))
     url = port_forward_url(h, pod, 8080, 8089)
     async with await PortForward.open(url, transport=transport, ports=[8080, 8089]) as pf:
         refused = await pf.connect(8089)
