@@ -35,6 +35,8 @@ from pycri.containers.specs import HOST
 from pycri.host.tree import remove_tree
 from pycri.images.records import ImageRecord
 from pycri.images.service import ImageService
+from pycri.nri import api_pb2 as nri_api
+from pycri.nri import convert as nri_convert
 from pycri.oci import container_spec
 from pycri.oci.interface import (
     AttachSession,
@@ -641,16 +643,44 @@ class ContainerService:
             oci_resources = container_spec.linux_resources(
                 resources, swap_controller=HOST.swap, hugetlb_controller=HOST.hugetlb, what="linux"
             )
-            if STEP_CREATED not in container.steps:
-                # Not in the runtime yet: the new limits go into the bundle it will be created from.
-                await asyncio.to_thread(self._update_bundle_resources, container, oci_resources)
-            else:
-                try:
-                    await self.runtime(container).update_resources(self.in_runtime(container), oci_resources)
-                except RuntimeCommandError as exc:
-                    raise errors.Internal(f"updating resources of {container.id}: {exc}") from exc
+            await self._apply_resources(container, oci_resources)
             container.resources = json_format.MessageToDict(resources, preserving_proto_field_name=True)
             await self._save(container)
+
+    async def _apply_resources(self, container: Container, oci_resources: dict[str, Any]) -> None:
+        """OCI ``linux.resources`` for a created or running container: to its bundle or through its runtime."""
+        if STEP_CREATED not in container.steps:
+            # Not in the runtime yet: the new limits go into the bundle it will be created from.
+            await asyncio.to_thread(self._update_bundle_resources, container, oci_resources)
+        else:
+            try:
+                await self.runtime(container).update_resources(self.in_runtime(container), oci_resources)
+            except RuntimeCommandError as exc:
+                raise errors.Internal(f"updating resources of {container.id}: {exc}") from exc
+
+    async def apply_nri_updates(self, updates: list[nri_api.ContainerUpdate]) -> list[nri_api.ContainerUpdate]:
+        """Carry out NRI plugins' updates of containers' resources; returns those that failed.
+
+        An update of a container that is gone, or not created or running, fails (and is
+        logged); one marked ``ignore_failure`` is not reported.
+        """
+        failed = []
+        for update in updates:
+            container = self.find(update.container_id)
+            try:
+                if container is None:
+                    raise errors.NotFound(f"container {update.container_id} not found")
+                async with self.lock(container.id):
+                    if container.state not in (State.CREATED, State.RUNNING):
+                        raise errors.FailedPrecondition(f"container {container.id} is {container.state.value}")
+                    oci_resources = nri_convert.resources_to_oci(update.linux.resources)
+                    if oci_resources:
+                        await self._apply_resources(container, oci_resources)
+            except Exception as exc:
+                log.warning("NRI update of container %s failed: %s", update.container_id, exc)
+                if not update.ignore_failure:
+                    failed.append(update)
+        return failed
 
     @staticmethod
     def _update_bundle_resources(container: Container, oci_resources: dict[str, Any]) -> None:
