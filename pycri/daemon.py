@@ -212,7 +212,15 @@ class Daemon:
         build_spec = SpecFactory(containers.find, features.recursive_read_only, cfg.cdi_spec_dirs)
         retired = functools.partial(retired_handler, cfg)
         self.containers = ContainerService(
-            cfg, self.store, handlers, pods, self.images, registry=containers, build_spec=build_spec, retired_handler=retired
+            cfg,
+            self.store,
+            handlers,
+            pods,
+            self.images,
+            registry=containers,
+            build_spec=build_spec,
+            retired_handler=retired,
+            nri=self.nri,
         )
         network = CNIPodNetwork(cfg, lambda: node.pod_cidr)
         await network.prepare()
@@ -225,6 +233,7 @@ class Daemon:
             containers=self.containers,
             userns_supported=features.user_namespaces,
             retired_handler=retired,
+            nri=self.nri,
         )
         # Order matters: pods, then their containers, are recovered before the image store
         # starts, because its garbage collection keeps the layers containers still use.

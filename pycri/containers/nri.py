@@ -113,6 +113,102 @@ class NRI:
         async with self.adaptation.block_plugin_sync():
             yield
 
+    # -- hooks: each returns at once when NRI is disabled or no plugin is connected ------------------
+    #
+    # Those whose failure fails the CRI call raise NRIError (run a pod, create, start or update a
+    # container); the others (after the fact: post-create, post-start, post-update, stop, remove)
+    # log a failure and go on, as containerd does.
+
+    def _active(self) -> Adaptation | None:
+        if self.adaptation is None or not self.adaptation.plugins:
+            return None
+        return self.adaptation
+
+    def _pod_of(self, container: Container) -> nri.PodSandbox:
+        sandbox = self.pods.sandboxes.get(container.sandbox_id)
+        return pod_message(sandbox) if sandbox is not None else nri.PodSandbox(id=container.sandbox_id)
+
+    async def _container_of(self, container: Container, spec: dict[str, Any] | None = None) -> nri.Container:
+        if spec is None:
+            spec = await asyncio.to_thread(read_spec, container)
+        return container_message(container, spec)
+
+    async def run_pod_sandbox(self, sandbox: Sandbox) -> None:
+        if (nri_ := self._active()) is not None:
+            await nri_.run_pod_sandbox(pod_message(sandbox))
+
+    async def update_pod_sandbox(self, sandbox: Sandbox, overhead: Any, resources: Any) -> None:
+        if (nri_ := self._active()) is not None:
+            await nri_.update_pod_sandbox(
+                pod_message(sandbox),
+                convert.resources_from_cri(overhead) if overhead is not None else None,
+                convert.resources_from_cri(resources) if resources is not None else None,
+            )
+
+    async def post_update_pod_sandbox(self, sandbox: Sandbox) -> None:
+        if (nri_ := self._active()) is not None:
+            await self._logged("PostUpdatePodSandbox", sandbox.id, nri_.post_update_pod_sandbox(pod_message(sandbox)))
+
+    async def stop_pod_sandbox(self, sandbox: Sandbox) -> None:
+        if (nri_ := self._active()) is not None:
+            await self._logged("StopPodSandbox", sandbox.id, nri_.stop_pod_sandbox(pod_message(sandbox)))
+
+    async def remove_pod_sandbox(self, sandbox: Sandbox) -> None:
+        if (nri_ := self._active()) is not None:
+            await self._logged("RemovePodSandbox", sandbox.id, nri_.remove_pod_sandbox(pod_message(sandbox)))
+
+    async def create_container(self, container: Container, spec: dict[str, Any]) -> nri.CreateContainerResponse | None:
+        """The plugins' adjustment of the new container (whose spec is ``spec``) and their updates of others."""
+        if (nri_ := self._active()) is None:
+            return None
+        return await nri_.create_container(self._pod_of(container), container_message(container, spec))
+
+    async def post_create_container(self, container: Container) -> None:
+        if (nri_ := self._active()) is not None:
+            message = await self._container_of(container)
+            await self._logged("PostCreateContainer", container.id, nri_.post_create_container(self._pod_of(container), message))
+
+    async def start_container(self, container: Container) -> None:
+        if (nri_ := self._active()) is not None:
+            await nri_.start_container(self._pod_of(container), await self._container_of(container))
+
+    async def post_start_container(self, container: Container) -> None:
+        if (nri_ := self._active()) is not None:
+            message = await self._container_of(container)
+            await self._logged("PostStartContainer", container.id, nri_.post_start_container(self._pod_of(container), message))
+
+    async def update_container(self, container: Container, resources: nri.LinuxResources) -> list[nri.ContainerUpdate]:
+        if (nri_ := self._active()) is None:
+            return []
+        return await nri_.update_container(self._pod_of(container), await self._container_of(container), resources)
+
+    async def post_update_container(self, container: Container) -> None:
+        if (nri_ := self._active()) is not None:
+            message = await self._container_of(container)
+            await self._logged("PostUpdateContainer", container.id, nri_.post_update_container(self._pod_of(container), message))
+
+    async def stop_container(self, container: Container) -> list[nri.ContainerUpdate]:
+        if (nri_ := self._active()) is None:
+            return []
+        message = await self._container_of(container)
+        try:
+            return await nri_.stop_container(self._pod_of(container), message)
+        except Exception as exc:
+            log.error("NRI StopContainer of %s failed: %s", container.id, exc)
+            return []
+
+    async def remove_container(self, container: Container) -> None:
+        if (nri_ := self._active()) is not None:
+            message = await self._container_of(container)
+            await self._logged("RemoveContainer", container.id, nri_.remove_container(self._pod_of(container), message))
+
+    @staticmethod
+    async def _logged(event: str, target: str, call: Awaitable[None]) -> None:
+        try:
+            await call
+        except Exception as exc:
+            log.error("NRI %s of %s failed: %s", event, target, exc)
+
     async def _sync(self, callback: SyncCallback) -> None:
         pods = [
             pod_message(s)

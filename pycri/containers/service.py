@@ -20,7 +20,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
 
@@ -52,6 +52,9 @@ from pycri.sandboxes.model import Sandbox
 from pycri.sandboxes.model import State as SandboxState
 from pycri.sandboxes.registry import SandboxRegistry
 from pycri.sandboxes.service import match_labels
+
+if TYPE_CHECKING:
+    from pycri.containers.nri import NRI
 
 log = logging.getLogger("pycri.containers")
 
@@ -103,8 +106,13 @@ class ContainerService:
         registry: ContainerRegistry,
         build_spec: SpecBuilder,
         retired_handler: Callable[[str, str, str], RuntimeImpl] | None = None,
+        nri: NRI | None = None,
     ) -> None:
         self.cfg = cfg
+        # NRI plugins' hooks (None, or disabled: no hooks); the containers whose StopContainer they were told of.
+        self.nri = nri
+        self._nri_stopped: set[str] = set()
+        self._nri_updates: set[asyncio.Task[None]] = set()
         self.store = store
         self.handlers = handlers
         self.sandboxes = sandboxes
@@ -176,7 +184,18 @@ class ContainerService:
 
     # -- create / start -----------------------------------------------------------------------
 
+    def _no_nri_sync(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """No NRI plugin joins (is synchronized) while a container is made or removed within."""
+        return self.nri.no_sync() if self.nri is not None else contextlib.nullcontext()
+
     async def create(self, sandbox_id: str, config: api.ContainerConfig, sandbox_config: api.PodSandboxConfig) -> Container:
+        async with self._no_nri_sync():
+            container = await self._create(sandbox_id, config)
+        if self.nri is not None:
+            await self.nri.post_create_container(container)
+        return container
+
+    async def _create(self, sandbox_id: str, config: api.ContainerConfig) -> Container:
         sandbox = self.sandboxes.get(sandbox_id)
         if sandbox.state is not SandboxState.READY:
             raise errors.FailedPrecondition(f"pod sandbox {sandbox.id} is not ready")
@@ -267,6 +286,10 @@ class ContainerService:
         await asyncio.to_thread(self._make_rootfs, container, sandbox)
         spec, user = await self.build_spec(container, sandbox, image_config)
         container.uid, container.gid, container.supplemental_groups = user
+        if self.nri is not None:  # the container stays CREATING (unlisted) while plugins look at it
+            reply = await self.nri.create_container(container, spec)
+            if reply is not None:
+                self._apply_nri_updates_later(container, list(reply.update))
         await asyncio.to_thread(self._write_bundle, container, spec)
         container.state = State.CREATED
         await self._save(container)
@@ -333,6 +356,8 @@ class ContainerService:
                 raise errors.FailedPrecondition(
                     f"container {container.id} is {container.state.value}, not created: only a created container can start"
                 )
+            if self.nri is not None:  # a plugin's refusal fails the start; the container stays CREATED
+                await self.nri.start_container(container)
             try:
                 await self._create_in_runtime(container)
                 started = time.time_ns()  # before the start: a process that exits at once ends after it
@@ -346,6 +371,8 @@ class ContainerService:
             await self._save(container)
             self._watch(container)
         log.info("container %s started (pid %d)", container.id, container.pid)
+        if self.nri is not None:
+            await self.nri.post_start_container(container)
 
     # -- exits ------------------------------------------------------------------------------------
 
@@ -396,6 +423,26 @@ class ContainerService:
         await self._save(container)
         self._release_runtime(container)
         log.info("container %s exited with %d (%s)", container.id, container.exit_code, container.reason)
+        await self._nri_stop(container)
+
+    async def _nri_stop(self, container: Container) -> None:
+        """Tell NRI plugins the container has stopped, once; the updates of others they ask for follow."""
+        if self.nri is not None and container.id not in self._nri_stopped:
+            self._nri_stopped.add(container.id)
+            self._apply_nri_updates_later(container, await self.nri.stop_container(container))
+
+    def _apply_nri_updates_later(self, container: Container, updates: list[nri_api.ContainerUpdate]) -> None:
+        """Plugins' updates of other containers, carried out without holding ``container``'s lock."""
+        others = [u for u in updates if u.container_id != container.id]
+        if others:
+            task = asyncio.create_task(self._apply_nri_updates_logged(others))
+            self._nri_updates.add(task)
+            task.add_done_callback(self._nri_updates.discard)
+
+    async def _apply_nri_updates_logged(self, updates: list[nri_api.ContainerUpdate]) -> None:
+        failed = await self.apply_nri_updates(updates)
+        if failed:
+            log.warning("NRI: %d updates of other containers failed", len(failed))
 
     def _termination_message(self, container: Container) -> str:
         wanted = container.config.annotations.get(TERMINATION_PATH_ANNOTATION)
@@ -470,10 +517,13 @@ class ContainerService:
         container = self.find(cid)
         if container is None:
             return
-        async with self.lock(container.id):
+        async with self._no_nri_sync(), self.lock(container.id):
             if container.id not in self.containers:
                 return
             await self._stop(container, 0)
+            if self.nri is not None:
+                await self.nri.remove_container(container)
+            self._nri_stopped.discard(container.id)
             container.state = State.REMOVING
             await self._save(container)
             self._forget(container)
@@ -643,9 +693,17 @@ class ContainerService:
             oci_resources = container_spec.linux_resources(
                 resources, swap_controller=HOST.swap, hugetlb_controller=HOST.hugetlb, what="linux"
             )
+            if self.nri is not None:  # plugins may change the new resources (or refuse them) and update others
+                updates = await self.nri.update_container(container, nri_convert.resources_from_oci(oci_resources))
+                for update in updates:
+                    if update.container_id == container.id:
+                        oci_resources = nri_convert.resources_to_oci(update.linux.resources)
+                self._apply_nri_updates_later(container, updates)
             await self._apply_resources(container, oci_resources)
             container.resources = json_format.MessageToDict(resources, preserving_proto_field_name=True)
             await self._save(container)
+        if self.nri is not None:
+            await self.nri.post_update_container(container)
 
     async def _apply_resources(self, container: Container, oci_resources: dict[str, Any]) -> None:
         """OCI ``linux.resources`` for a created or running container: to its bundle or through its runtime."""
@@ -833,6 +891,7 @@ class ContainerService:
             await self._save(container)
 
     async def close(self) -> None:
+        await asyncio.gather(*self._nri_updates, return_exceptions=True)
         await self.retrier.close()
         await asyncio.gather(*self._releases.values(), return_exceptions=True)
         await self.wait_removed()

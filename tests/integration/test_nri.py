@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 from pycri.api import api_pb2 as api
-from pycri.client import Client
+from pycri.client import Client, ClientError
 from pycri.nri import api_pb2 as nri
 from pycri.nri.stub import PluginBase, Stub, Updates
 from pycri.testing import DaemonProcess
@@ -48,6 +49,68 @@ class Recorder(PluginBase):
         self.synced_containers = list(containers)
         self.synced.set()
         return []
+
+
+class Tracer(PluginBase):
+    """Records every lifecycle event as (event, pod or container ID); ``fail`` and ``hang`` name events
+    to refuse (once each) or to hang in."""
+
+    def __init__(self, *, fail: Sequence[str] = (), hang: Sequence[str] = ()) -> None:
+        self.events: list[tuple[str, str]] = []
+        self.names: dict[str, str] = {}
+        self.fail = set(fail)
+        self.hang = set(hang)
+
+    async def _event(self, event: str, target: str) -> None:
+        self.events.append((event, target))
+        if event in self.hang:
+            await asyncio.sleep(3600)
+        if event in self.fail:
+            self.fail.discard(event)
+            raise RuntimeError(f"{event} refused by the test plugin")
+
+    async def run_pod_sandbox(self, pod: nri.PodSandbox) -> None:
+        self.names[pod.id] = f"{pod.namespace}/{pod.name}/{pod.uid}"
+        await self._event("RunPodSandbox", pod.id)
+
+    async def stop_pod_sandbox(self, pod: nri.PodSandbox) -> None:
+        await self._event("StopPodSandbox", pod.id)
+
+    async def remove_pod_sandbox(self, pod: nri.PodSandbox) -> None:
+        await self._event("RemovePodSandbox", pod.id)
+
+    async def create_container(
+        self, pod: nri.PodSandbox, container: nri.Container
+    ) -> tuple[nri.ContainerAdjustment | None, Updates]:
+        self.names[container.id] = container.name
+        await self._event("CreateContainer", container.id)
+        return None, []
+
+    async def post_create_container(self, pod: nri.PodSandbox, container: nri.Container) -> None:
+        await self._event("PostCreateContainer", container.id)
+
+    async def start_container(self, pod: nri.PodSandbox, container: nri.Container) -> None:
+        await self._event("StartContainer", container.id)
+
+    async def post_start_container(self, pod: nri.PodSandbox, container: nri.Container) -> None:
+        await self._event("PostStartContainer", container.id)
+
+    async def update_container(self, pod: nri.PodSandbox, container: nri.Container, resources: nri.LinuxResources) -> Updates:
+        await self._event("UpdateContainer", container.id)
+        return []
+
+    async def post_update_container(self, pod: nri.PodSandbox, container: nri.Container) -> None:
+        await self._event("PostUpdateContainer", container.id)
+
+    async def stop_container(self, pod: nri.PodSandbox, container: nri.Container) -> Updates:
+        await self._event("StopContainer", container.id)
+        return []
+
+    async def remove_container(self, pod: nri.PodSandbox, container: nri.Container) -> None:
+        await self._event("RemoveContainer", container.id)
+
+    def of(self, *ids: str) -> list[str]:
+        return [event for event, target in list(self.events) if target in ids]
 
 
 class PluginThread:
@@ -145,3 +208,114 @@ def test_nri_socket_is_removed_on_stop(tmp_path: Path) -> None:
     with daemon:
         assert os.path.exists(daemon.cfg.nri.socket)
     assert not os.path.exists(daemon.cfg.nri.socket)
+
+
+def test_hooks_come_in_lifecycle_order_with_nri_metadata(
+    h: Harness, shared_daemon: DaemonProcess, plugins: list[PluginThread]
+) -> None:
+    tracer = Tracer()
+    connect(shared_daemon, plugins, tracer, "tracer")
+    pod = h.pod("ordered")
+    cid = h.container(pod, "app")
+    h.client.update_container_resources(
+        api.UpdateContainerResourcesRequest(container_id=cid, linux=api.LinuxContainerResources(cpu_shares=512))
+    )
+    h.stop(cid, timeout=1)
+    h.remove(cid)
+    h.client.stop_pod_sandbox(api.StopPodSandboxRequest(pod_sandbox_id=pod.id))
+    h.client.stop_pod_sandbox(api.StopPodSandboxRequest(pod_sandbox_id=pod.id))  # again: no second event
+    h.client.remove_pod_sandbox(api.RemovePodSandboxRequest(pod_sandbox_id=pod.id))
+    h.pods.remove(pod.id)
+    assert tracer.of(pod.id, cid) == [
+        "RunPodSandbox",
+        "CreateContainer",
+        "PostCreateContainer",
+        "StartContainer",
+        "PostStartContainer",
+        "UpdateContainer",
+        "PostUpdateContainer",
+        "StopContainer",
+        "RemoveContainer",
+        "StopPodSandbox",
+        "RemovePodSandbox",
+    ]
+    assert tracer.names[pod.id] == "containers/ordered/uid-ordered"
+    assert tracer.names[cid] == "app"
+
+
+def test_a_container_that_exits_on_its_own_is_reported_stopped(
+    h: Harness, shared_daemon: DaemonProcess, plugins: list[PluginThread]
+) -> None:
+    tracer = Tracer()
+    connect(shared_daemon, plugins, tracer, "tracer")
+    pod = h.pod("exits")
+    cid = h.container(pod, "quick", ["/bin/sh", "-c", "exit 3"])
+    h.wait_exited(cid)
+    wait_for("StopContainer", lambda: "StopContainer" in tracer.of(cid))
+    h.remove(cid)
+    assert tracer.of(cid) == [
+        "CreateContainer",
+        "PostCreateContainer",
+        "StartContainer",
+        "PostStartContainer",
+        "StopContainer",
+        "RemoveContainer",
+    ]
+
+
+def test_a_refused_run_pod_sandbox_fails_the_call_leaves_nothing_and_a_retry_succeeds(
+    h: Harness, shared_daemon: DaemonProcess, plugins: list[PluginThread]
+) -> None:
+    tracer = Tracer(fail=["RunPodSandbox"])
+    connect(shared_daemon, plugins, tracer, "refuser")
+    with pytest.raises(ClientError, match="RunPodSandbox refused by the test plugin"):
+        h.pod("refused")
+    refused = [target for event, target in tracer.events if event == "RunPodSandbox"]
+    assert len(refused) == 1
+    assert all(p.id != refused[0] for p in h.client.list_pod_sandbox(api.ListPodSandboxRequest()).items)
+    assert not (Path(shared_daemon.cfg.state_dir) / "pods" / refused[0]).exists()
+    assert not os.path.exists(f"/run/netns/pycri-{refused[0]}")
+    pod = h.pod("refused")  # the same name again
+    assert pod.id != refused[0]
+
+
+def test_a_refused_create_container_fails_the_call_leaves_nothing_and_a_retry_succeeds(
+    h: Harness, shared_daemon: DaemonProcess, plugins: list[PluginThread]
+) -> None:
+    pod = h.pod("refused-create")
+    tracer = Tracer(fail=["CreateContainer"])
+    connect(shared_daemon, plugins, tracer, "refuser")
+    with pytest.raises(ClientError, match="CreateContainer refused by the test plugin"):
+        h.create(pod, h.config("app"))
+    (refused,) = [target for event, target in tracer.events if event == "CreateContainer"]
+    assert h.list() == set()
+    assert not (Path(shared_daemon.cfg.root_dir) / "containers" / refused).exists()
+    cid = h.container(pod, "app")
+    assert h.status(cid).state == api.CONTAINER_RUNNING
+
+
+def test_a_refused_start_fails_the_start_and_a_retry_succeeds(
+    h: Harness, shared_daemon: DaemonProcess, plugins: list[PluginThread]
+) -> None:
+    pod = h.pod("refused-start")
+    connect(shared_daemon, plugins, Tracer(fail=["StartContainer"]), "refuser")
+    cid = h.container(pod, "app", start=False)
+    with pytest.raises(ClientError, match="StartContainer refused"):
+        h.start(cid)
+    assert h.status(cid).state == api.CONTAINER_CREATED
+    h.start(cid)
+    assert h.status(cid).state == api.CONTAINER_RUNNING
+
+
+def test_a_hanging_plugin_is_cut_off_after_the_request_timeout(
+    h: Harness, shared_daemon: DaemonProcess, plugins: list[PluginThread]
+) -> None:
+    tracer = Tracer()
+    connect(shared_daemon, plugins, Tracer(hang=["RunPodSandbox"]), "hanger", "05")
+    connect(shared_daemon, plugins, tracer, "tracer", "50")
+    started = time.monotonic()
+    pod = h.pod("hung")
+    assert time.monotonic() - started < 10
+    assert tracer.of(pod.id) == ["RunPodSandbox"]  # the event went on without the hanging plugin
+    info = wait_for("hanger dropped", lambda: [p["name"] for p in nri_info(h.client)["plugins"]] == ["tracer"] or None)
+    assert info
