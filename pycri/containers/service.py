@@ -27,7 +27,7 @@ from google.protobuf import json_format
 from pycri import errors
 from pycri.api import api_pb2 as api
 from pycri.config import Config
-from pycri.containers import image_volumes
+from pycri.containers import devices, image_volumes
 from pycri.containers import rootfs as rootfs_mod
 from pycri.containers.model import CRI_STATES, STEP_CREATED, STEP_DIR, STEP_ROOTFS, Container, State
 from pycri.containers.registry import ContainerRegistry
@@ -35,6 +35,7 @@ from pycri.containers.specs import HOST
 from pycri.host.tree import remove_tree
 from pycri.images.records import ImageRecord
 from pycri.images.service import ImageService
+from pycri.nri import adjust as nri_adjust
 from pycri.nri import api_pb2 as nri_api
 from pycri.nri import convert as nri_convert
 from pycri.oci import container_spec
@@ -289,6 +290,10 @@ class ContainerService:
         if self.nri is not None:  # the container stays CREATING (unlisted) while plugins look at it
             reply = await self.nri.create_container(container, spec)
             if reply is not None:
+                if reply.HasField("adjust"):
+                    wanted = [(f"NRI adjustment CDI_devices[{i}]", d.name) for i, d in enumerate(reply.adjust.CDI_devices)]
+                    edits = await asyncio.to_thread(devices.resolve_cdi, wanted, self.cfg.cdi_spec_dirs) if wanted else []
+                    spec = nri_adjust.apply(spec, reply.adjust, edits)
                 self._apply_nri_updates_later(container, list(reply.update))
         await asyncio.to_thread(self._write_bundle, container, spec)
         container.state = State.CREATED

@@ -319,3 +319,58 @@ def test_a_hanging_plugin_is_cut_off_after_the_request_timeout(
     assert tracer.of(pod.id) == ["RunPodSandbox"]  # the event went on without the hanging plugin
     info = wait_for("hanger dropped", lambda: [p["name"] for p in nri_info(h.client)["plugins"]] == ["tracer"] or None)
     assert info
+
+
+class Adjuster(PluginBase):
+    """Adds an environment variable and a read-only bind mount to every container it is told of."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    async def create_container(
+        self, pod: nri.PodSandbox, container: nri.Container
+    ) -> tuple[nri.ContainerAdjustment | None, Updates]:
+        adjust = nri.ContainerAdjustment(
+            env=[nri.KeyValue(key="FROM_NRI", value="adjusted")],
+            mounts=[nri.Mount(destination="/nri", type="bind", source=self.source, options=["rbind", "ro"])],
+            annotations={"nri.example/adjusted": "yes"},
+        )
+        return adjust, []
+
+
+def test_an_adjustment_reaches_the_container(
+    h: Harness, shared_daemon: DaemonProcess, plugins: list[PluginThread], tmp_path: Path
+) -> None:
+    source = tmp_path / "nri-volume"
+    source.mkdir()
+    (source / "file").write_text("from the plugin\n")
+    connect(shared_daemon, plugins, Adjuster(str(source)), "adjuster")
+    pod = h.pod("adjusted")
+    cid = h.container(pod, "app")
+    assert h.sh(cid, "echo $FROM_NRI").strip() == "adjusted"
+    assert h.sh(cid, "cat /nri/file").strip() == "from the plugin"
+    assert "Read-only" in h.fails(cid, "echo x > /nri/file")
+    assert h.info(cid)["runtimeSpec"]["annotations"]["nri.example/adjusted"] == "yes"
+
+
+CGROUP_V1 = os.path.isfile("/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+@pytest.mark.skipif(not CGROUP_V1, reason="reads cgroup v1 files")
+def test_a_plugin_s_update_goes_through_the_same_code_as_update_container_resources(
+    h: Harness, shared_daemon: DaemonProcess, plugins: list[PluginThread]
+) -> None:
+    pod = h.pod("updated")
+    cid = h.container(pod, "app")
+    connect(shared_daemon, plugins, Recorder(), "updater")
+    update = nri.ContainerUpdate(container_id=cid)
+    update.linux.resources.cpu.shares.value = 384
+    update.linux.resources.memory.limit.value = 96 << 20
+    failed = plugins[-1]._run(plugins[-1].stub.update_containers([update]))
+    assert failed == []
+    cgroup = str(h.info(cid)["runtimeSpec"]["linux"]["cgroupsPath"]).lstrip("/")
+    assert (Path("/sys/fs/cgroup/cpu") / cgroup / "cpu.shares").read_text().strip() == "384"
+    assert (Path("/sys/fs/cgroup/memory") / cgroup / "memory.limit_in_bytes").read_text().strip() == str(96 << 20)
+    gone = nri.ContainerUpdate(container_id="0" * 64)
+    gone.linux.resources.cpu.shares.value = 384
+    assert [u.container_id for u in plugins[-1]._run(plugins[-1].stub.update_containers([gone]))] == ["0" * 64]
