@@ -160,6 +160,7 @@ class Adaptation:
                 if plugin.closed:
                     raise NRIError("connection closed during synchronization")
                 async with self._lock:
+                    self._prune()  # a plugin of the same name that went away is not listed twice
                     self._plugins.append(plugin)
                     self._plugins.sort(key=lambda p: (p.index, p.name))
         except Exception as exc:
