@@ -86,6 +86,7 @@ class NRI:
                 plugin_registration_timeout=parse_duration(cfg.nri.plugin_registration_timeout),
                 plugin_request_timeout=parse_duration(cfg.nri.plugin_request_timeout),
                 plugin_config_dir=cfg.nri.plugin_config_path,
+                plugin_path=cfg.nri.plugin_path,
             )
             self.adaptation = Adaptation(options, sync=self._sync, update=self._update)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -151,6 +152,11 @@ class Stub:
     async def connect(self, path: str) -> None:
         """Connect to the runtime's NRI socket at ``path``, register, and wait to be configured."""
         reader, writer = await asyncio.open_unix_connection(path)
+        await self.start(reader, writer)
+
+    async def connect_inherited(self, fd: int) -> None:
+        """Register over the socket a runtime handed this plugin when it launched it (``NRI_PLUGIN_SOCKET``)."""
+        reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=fd))
         await self.start(reader, writer)
 
     async def start(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

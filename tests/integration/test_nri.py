@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 
+import pycri
 from pycri.api import api_pb2 as api
 from pycri.client import Client, ClientError
 from pycri.nri import api_pb2 as nri
@@ -374,3 +376,52 @@ def test_a_plugin_s_update_goes_through_the_same_code_as_update_container_resour
     gone = nri.ContainerUpdate(container_id="0" * 64)
     gone.linux.resources.cpu.shares.value = 384
     assert [u.container_id for u in plugins[-1]._run(plugins[-1].stub.update_containers([gone]))] == ["0" * 64]
+
+
+LAUNCHED_PLUGIN = """#!{python}
+import asyncio, os, sys
+sys.path.insert(0, {tree!r})
+from pycri.nri import api_pb2 as nri
+from pycri.nri.stub import PluginBase, Stub
+
+class Launched(PluginBase):
+    async def create_container(self, pod, container):
+        return nri.ContainerAdjustment(env=[nri.KeyValue(key="LAUNCHED", value=os.environ["NRI_PLUGIN_NAME"])]), []
+
+async def main():
+    with open({pidfile!r}, "w") as f:
+        f.write(str(os.getpid()))
+    stub = Stub(Launched(), name=os.environ["NRI_PLUGIN_NAME"], index=os.environ["NRI_PLUGIN_IDX"])
+    await stub.connect_inherited(int(os.environ["NRI_PLUGIN_SOCKET"]))
+    await stub.wait_closed()
+
+asyncio.run(main())
+"""
+
+
+def test_pre_installed_plugins_are_launched_and_stopped_with_the_daemon(image_refs: dict[str, str], tmp_path: Path) -> None:
+    plugin_dir = tmp_path / "plugins"
+    plugin_dir.mkdir()
+    tree = str(Path(pycri.__file__).resolve().parent.parent)
+    pidfile = tmp_path / "plugin.pid"
+    script = plugin_dir / "30-launched"
+    script.write_text(LAUNCHED_PLUGIN.format(python=sys.executable, tree=tree, pidfile=str(pidfile)))
+    script.chmod(0o755)
+    (plugin_dir / "not-a-plugin").write_text("#!/bin/sh\nexit 1\n")  # no index: skipped
+    (plugin_dir / "40-not-executable").write_text("")
+    daemon = DaemonProcess.temporary(nri={"enable": True, "plugin_path": str(plugin_dir)})
+    daemon.cfg.nri.socket = str(daemon.workdir / "run" / "nri.sock")
+    with daemon, Client(daemon.socket, timeout=60) as client:
+        client.pull_image(api.PullImageRequest(image=api.ImageSpec(image=image_refs["plain"])))
+        wait_for("the launched plugin", lambda: nri_info(client)["plugins"] or None, timeout=20)
+        assert [(p["index"], p["name"]) for p in nri_info(client)["plugins"]] == [("30", "launched")]
+        h = Harness(client, daemon, image_refs, tmp_path)
+        try:
+            pod = h.pod("launched")
+            cid = h.container(pod, "app")
+            assert h.sh(cid, "echo $LAUNCHED").strip() == "launched"
+        finally:
+            h.cleanup()
+        pid = int(pidfile.read_text())
+        assert os.path.exists(f"/proc/{pid}")
+    wait_for("the plugin to be gone", lambda: not os.path.exists(f"/proc/{pid}") or None)
