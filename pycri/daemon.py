@@ -205,7 +205,11 @@ class Daemon:
             assert self.containers is not None
             return await self.containers.apply_nri_updates(updates)
 
-        self.nri = NRI(cfg, pods, containers, update=nri_updates)
+        async def nri_evictions(evictions: list[nri_api.ContainerEviction]) -> None:
+            assert self.containers is not None
+            await self.containers.evict_for_nri(evictions)
+
+        self.nri = NRI(cfg, pods, containers, update=nri_updates, evict=nri_evictions)
         node = Node(cfg, self.store, handlers, features, nri_plugins=self.nri.plugins if self.nri.enabled else None)
         await node.load()
         self.images = ImageService(cfg, self.store, in_use=containers.chain_ids_in_use)

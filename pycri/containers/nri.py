@@ -29,6 +29,7 @@ from pycri.sandboxes.registry import SandboxRegistry
 log = logging.getLogger("pycri.nri")
 
 UpdateFn = Callable[[list[nri.ContainerUpdate]], Awaitable[list[nri.ContainerUpdate]]]
+EvictFn = Callable[[list[nri.ContainerEviction]], Awaitable[None]]
 
 
 def pod_message(sandbox: Sandbox) -> nri.PodSandbox:
@@ -74,7 +75,9 @@ def container_message(container: Container, spec: dict[str, Any] | None) -> nri.
 class NRI:
     """The services' way to NRI: ``adaptation`` is None when NRI is disabled."""
 
-    def __init__(self, cfg: Config, pods: SandboxRegistry, containers: ContainerRegistry, *, update: UpdateFn) -> None:
+    def __init__(
+        self, cfg: Config, pods: SandboxRegistry, containers: ContainerRegistry, *, update: UpdateFn, evict: EvictFn
+    ) -> None:
         self.cfg = cfg
         self.pods = pods
         self.containers = containers
@@ -88,7 +91,7 @@ class NRI:
                 plugin_config_dir=cfg.nri.plugin_config_path,
                 plugin_path=cfg.nri.plugin_path,
             )
-            self.adaptation = Adaptation(options, sync=self._sync, update=self._update)
+            self.adaptation = Adaptation(options, sync=self._sync, update=self._update, evict=evict)
 
     @property
     def enabled(self) -> bool:

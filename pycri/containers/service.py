@@ -721,6 +721,15 @@ class ContainerService:
             except RuntimeCommandError as exc:
                 raise errors.Internal(f"updating resources of {container.id}: {exc}") from exc
 
+    async def evict_for_nri(self, evictions: list[nri_api.ContainerEviction]) -> None:
+        """Stop the containers NRI plugins evict, as StopContainer with no grace period does; failures are logged."""
+        for eviction in evictions:
+            log.warning("NRI: evicting container %s: %s", eviction.container_id, eviction.reason or "(no reason given)")
+            try:
+                await self.stop(eviction.container_id, 0)
+            except Exception as exc:
+                log.error("NRI: evicting container %s failed: %s", eviction.container_id, exc)
+
     async def apply_nri_updates(self, updates: list[nri_api.ContainerUpdate]) -> list[nri_api.ContainerUpdate]:
         """Carry out NRI plugins' updates of containers' resources; returns those that failed.
 

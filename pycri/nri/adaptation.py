@@ -52,7 +52,7 @@ from pycri import __version__
 from pycri.nri import api_pb2 as nri
 from pycri.nri import events
 from pycri.nri.owners import ConflictError
-from pycri.nri.plugin import NRIError, Plugin, UpdateFn
+from pycri.nri.plugin import EvictFn, NRIError, Plugin, UpdateFn
 from pycri.nri.result import Result
 
 log = logging.getLogger("pycri.nri")
@@ -144,10 +144,11 @@ class _SyncGate:
 
 
 class Adaptation:
-    def __init__(self, options: Options, *, sync: SyncFn, update: UpdateFn) -> None:
+    def __init__(self, options: Options, *, sync: SyncFn, update: UpdateFn, evict: EvictFn | None = None) -> None:
         self.options = options
         self._sync = sync
         self._update = update
+        self._evict = evict  # stops the containers plugins evict (UpdateContainers); None: evictions are logged only
         self._plugins: list[Plugin] = []
         self._lock = asyncio.Lock()
         self._gate = _SyncGate()
@@ -182,7 +183,9 @@ class Adaptation:
         Returns the plugin once it is in the call order; None (and the socket closed) when any
         step failed, which is logged.
         """
-        plugin = Plugin(reader, writer, update_fn=self._update, request_timeout=self.options.plugin_request_timeout)
+        plugin = Plugin(
+            reader, writer, update_fn=self._update, evict_fn=self._evict, request_timeout=self.options.plugin_request_timeout
+        )
         try:
             await plugin.start(
                 runtime_name=self.options.runtime_name,

@@ -209,14 +209,20 @@ class Stub:
         if self.channel is not None:
             self.channel.close()
 
-    async def update_containers(self, updates: Sequence[nri.ContainerUpdate], *, timeout: float | None = None) -> Updates:
-        """Ask the runtime to update containers on the plugin's own initiative; the updates that failed."""
+    async def update_containers(
+        self,
+        updates: Sequence[nri.ContainerUpdate],
+        *,
+        evict: Sequence[nri.ContainerEviction] = (),
+        timeout: float | None = None,
+    ) -> Updates:
+        """Ask the runtime to update (and evict) containers on the plugin's own initiative; the updates that failed."""
         if self.channel is None:
             raise ttrpc.ConnectionClosed("not connected")
         reply = await self.channel.call(
             events.RUNTIME_SERVICE,
             "UpdateContainers",
-            nri.UpdateContainersRequest(update=updates),
+            nri.UpdateContainersRequest(update=updates, evict=evict),
             nri.UpdateContainersResponse,
             timeout=timeout if timeout is not None else self.request_timeout,
         )

@@ -425,3 +425,14 @@ def test_pre_installed_plugins_are_launched_and_stopped_with_the_daemon(image_re
         pid = int(pidfile.read_text())
         assert os.path.exists(f"/proc/{pid}")
     wait_for("the plugin to be gone", lambda: not os.path.exists(f"/proc/{pid}") or None)
+
+
+def test_a_plugin_s_eviction_stops_the_container(h: Harness, shared_daemon: DaemonProcess, plugins: list[PluginThread]) -> None:
+    pod = h.pod("evicted")
+    cid = h.container(pod, "app")
+    tracer = Tracer()
+    connect(shared_daemon, plugins, tracer, "evicter")
+    eviction = nri.ContainerEviction(container_id=cid, reason="test eviction")
+    assert plugins[-1]._run(plugins[-1].stub.update_containers([], evict=[eviction], timeout=30)) == []
+    assert h.status(cid).state == api.CONTAINER_EXITED
+    assert tracer.of(cid) == ["StopContainer"]
