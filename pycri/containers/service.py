@@ -187,7 +187,7 @@ class ContainerService:
 
     def _no_nri_sync(self) -> contextlib.AbstractAsyncContextManager[None]:
         """No NRI plugin joins (is synchronized) while a container is made or removed within."""
-        return self.nri.no_sync() if self.nri is not None else contextlib.nullcontext()
+        return self.nri.no_sync() if self.nri is not None and self.nri.enabled else contextlib.nullcontext()
 
     async def create(self, sandbox_id: str, config: api.ContainerConfig, sandbox_config: api.PodSandboxConfig) -> Container:
         async with self._no_nri_sync():

@@ -221,7 +221,7 @@ class SandboxService:
 
     def _no_nri_sync(self) -> contextlib.AbstractAsyncContextManager[None]:
         """No NRI plugin joins (is synchronized) while a pod is made or removed within."""
-        return self.nri.no_sync() if self.nri is not None else contextlib.nullcontext()
+        return self.nri.no_sync() if self.nri is not None and self.nri.enabled else contextlib.nullcontext()
 
     async def run(self, config: api.PodSandboxConfig, runtime_handler: str) -> Sandbox:
         async with self._no_nri_sync():
