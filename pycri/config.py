@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -86,6 +87,35 @@ class StreamingConfig:
     tls_key_file: str = field(default="", metadata=_doc("PEM private key of tls_cert_file."))
 
 
+@dataclass
+class NRIConfig:
+    enable: bool = field(default=False, metadata=_doc("Serve NRI (Node Resource Interface) plugins on socket."))
+    socket: str = field(default="/var/run/nri/nri.sock", metadata=_doc("Unix socket NRI plugins connect to."))
+    plugin_path: str = field(
+        default="/opt/nri/plugins", metadata=_doc("Directory of pre-installed plugins (executables named NN-name).")
+    )
+    plugin_config_path: str = field(
+        default="/etc/nri/conf.d", metadata=_doc("Directory of plugins' drop-in configuration (NN-name.conf or name.conf).")
+    )
+    plugin_registration_timeout: str = field(
+        default="5s", metadata=_doc("How long a connected plugin has to register (a duration: 500ms, 5s, 1m).")
+    )
+    plugin_request_timeout: str = field(
+        default="2s", metadata=_doc("How long a plugin has to answer one request before it is disconnected (a duration).")
+    )
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from a duration such as ``500ms``, ``2s``, ``1m30s`` (Go's notation); ValueError otherwise."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
+    if not text or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"{text!r} is not a duration (like 500ms, 5s, 1m)")
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
 def _default_runtimes() -> dict[str, RuntimeHandlerConfig]:
     return {
         "runc": RuntimeHandlerConfig(path="/usr/sbin/runc", root="/run/pycri/runc"),
@@ -123,6 +153,7 @@ class Config:
     cni: CNIConfig = field(default_factory=CNIConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
+    nri: NRIConfig = field(default_factory=NRIConfig)
 
     @property
     def database(self) -> Path:
@@ -248,6 +279,17 @@ def validate(cfg: Config) -> Config:
         ipaddress.ip_address(cfg.streaming.address)
     except ValueError:
         raise ConfigError(f"streaming.address: not an IP address: {cfg.streaming.address!r}") from None
+    for key in ("socket", "plugin_path", "plugin_config_path"):
+        absolute(f"nri.{key}", getattr(cfg.nri, key))
+    for key in ("plugin_registration_timeout", "plugin_request_timeout"):
+        try:
+            seconds = parse_duration(getattr(cfg.nri, key))
+        except ValueError as exc:
+            raise ConfigError(f"nri.{key}: {exc}") from None
+        if not 0 < seconds <= 3600:
+            raise ConfigError(f"nri.{key}: must be more than 0 and at most 1h")
+    if cfg.nri.enable and cfg.nri.socket in (cfg.socket, cfg.image_socket):
+        raise ConfigError("nri.socket: must differ from socket and image_socket")
     return cfg
 
 
@@ -363,12 +405,14 @@ __all__ = [
     "Config",
     "ConfigError",
     "ImagesConfig",
+    "NRIConfig",
     "RuntimeHandlerConfig",
     "StreamingConfig",
     "apply_reloadable",
     "changes",
     "from_dict",
     "load",
+    "parse_duration",
     "render",
     "render_default",
     "validate",

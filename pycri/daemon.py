@@ -33,6 +33,7 @@ import pycri
 from pycri import config as config_mod
 from pycri import errors, logs
 from pycri.config import Config
+from pycri.containers.nri import NRI
 from pycri.containers.registry import ContainerRegistry
 from pycri.containers.service import ContainerService
 from pycri.containers.specs import SpecFactory
@@ -41,6 +42,7 @@ from pycri.host import boot, checks
 from pycri.images.service import ImageService
 from pycri.network.pod import CNIPodNetwork
 from pycri.node import Node
+from pycri.nri import api_pb2 as nri_api
 from pycri.oci import handlers_from_config, retired_handler
 from pycri.oci.features import HandlerFeatures
 from pycri.sandboxes.registry import SandboxRegistry
@@ -155,6 +157,7 @@ class Daemon:
         self.images: ImageService | None = None
         self.sandboxes: SandboxService | None = None
         self.containers: ContainerService | None = None
+        self.nri: NRI | None = None
         self.servers: list[grpc.aio.Server] = []
         self.streaming: StreamingServer | None = None
         self.bound: list[Path] = []
@@ -190,17 +193,38 @@ class Daemon:
         self.store = await Store.open(cfg.database)
         handlers = await asyncio.to_thread(handlers_from_config, cfg, Path(cfg.state_dir) / "bin")
         features = HandlerFeatures(handlers, cfg.infra_command[0], "/pycri", cfg.root_dir, (cfg.root_dir, cfg.state_dir))
-        node = Node(cfg, self.store, handlers, features)
-        await node.load()
         # The services, each given what it uses: the registries of pods and containers come
-        # first, so that the image store (layers in use), the spec builder (target containers)
-        # and the container service (pods) can look them up without the services that own them.
+        # first, so that the image store (layers in use), the spec builder (target containers),
+        # NRI (plugin synchronization) and the container service (pods) can look them up
+        # without the services that own them.
         pods, containers = SandboxRegistry(), ContainerRegistry()
+
+        async def nri_updates(updates: list[nri_api.ContainerUpdate]) -> list[nri_api.ContainerUpdate]:
+            # Plugins' updates of containers, carried out by the container service (built below;
+            # NRI starts, and so calls this, only once every service is).
+            assert self.containers is not None
+            return await self.containers.apply_nri_updates(updates)
+
+        async def nri_evictions(evictions: list[nri_api.ContainerEviction]) -> None:
+            assert self.containers is not None
+            await self.containers.evict_for_nri(evictions)
+
+        self.nri = NRI(cfg, pods, containers, update=nri_updates, evict=nri_evictions)
+        node = Node(cfg, self.store, handlers, features, nri_plugins=self.nri.plugins if self.nri.enabled else None)
+        await node.load()
         self.images = ImageService(cfg, self.store, in_use=containers.chain_ids_in_use)
         build_spec = SpecFactory(containers.find, features.recursive_read_only, cfg.cdi_spec_dirs)
         retired = functools.partial(retired_handler, cfg)
         self.containers = ContainerService(
-            cfg, self.store, handlers, pods, self.images, registry=containers, build_spec=build_spec, retired_handler=retired
+            cfg,
+            self.store,
+            handlers,
+            pods,
+            self.images,
+            registry=containers,
+            build_spec=build_spec,
+            retired_handler=retired,
+            nri=self.nri,
         )
         network = CNIPodNetwork(cfg, lambda: node.pod_cidr)
         await network.prepare()
@@ -213,6 +237,7 @@ class Daemon:
             containers=self.containers,
             userns_supported=features.user_namespaces,
             retired_handler=retired,
+            nri=self.nri,
         )
         # Order matters: pods, then their containers, are recovered before the image store
         # starts, because its garbage collection keeps the layers containers still use.
@@ -229,6 +254,7 @@ class Daemon:
         if current and current != recorded:
             await self.store.set_meta(boot.META_KEY, current)  # once recovery is done: a crash in it redoes it
         await self.images.start()
+        await self.nri.start()  # after recovery: plugins are synchronized with every pod and container
         self.streaming = StreamingServer(
             StreamingBackend(self.containers, self.sandboxes), cfg.streaming.address, cfg.streaming.port, streaming_tls(cfg)
         )
@@ -262,6 +288,8 @@ class Daemon:
         await asyncio.gather(*(s.stop(SHUTDOWN_GRACE) for s in self.servers))
         if self.streaming is not None:
             await self.streaming.stop()
+        if self.nri is not None:
+            await self.nri.stop()
         for path in self.bound:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

@@ -14,6 +14,7 @@ import ipaddress
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from pycri.config import Config
 from pycri.errors import InvalidArgument
 from pycri.host import checks
 from pycri.network import cni
+from pycri.nri.adaptation import PluginInfo
+from pycri.nri.events import pretty_mask
 from pycri.oci import OCIRuntime
 from pycri.oci.features import HandlerFeatures
 from pycri.store import Store
@@ -49,8 +52,17 @@ class HandlerReport:
 
 
 class Node:
-    def __init__(self, cfg: Config, store: Store, handlers: dict[str, OCIRuntime], features: HandlerFeatures) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        handlers: dict[str, OCIRuntime],
+        features: HandlerFeatures,
+        *,
+        nri_plugins: Callable[[], list[PluginInfo]] | None = None,
+    ) -> None:
         self.cfg = cfg
+        self.nri_plugins = nri_plugins  # the connected NRI plugins; None: NRI is disabled
         self.store = store
         self.handlers = handlers
         self.features = features
@@ -145,4 +157,12 @@ class Node:
                 }
             ),
             "runtimeHandlers": json.dumps(handlers),
+            "nri": json.dumps(self.nri_info()),
         }
+
+    def nri_info(self) -> dict[str, object]:
+        """NRI's state for ``Status`` info: enabled, its socket, the connected plugins in call order."""
+        if self.nri_plugins is None:
+            return {"enabled": False}
+        plugins = [{"index": p.index, "name": p.name, "events": pretty_mask(p.events)} for p in self.nri_plugins()]
+        return {"enabled": True, "socket": self.cfg.nri.socket, "plugins": plugins}

@@ -128,6 +128,14 @@ def cmd_info(args: argparse.Namespace, console: Console) -> int:
             h.name or "(default)", str(h.features.recursive_read_only_mounts).lower(), str(h.features.user_namespaces).lower()
         )
     console.print(handlers)
+    nri_info = json.loads(status.info.get("nri", "{}"))
+    if nri_info.get("enabled"):
+        plugins = Table(title=f"NRI plugins on {nri_info.get('socket', '?')}")
+        for col in ("index", "name", "events"):
+            plugins.add_column(col)
+        for p in nri_info.get("plugins", []):
+            plugins.add_row(p["index"], p["name"], p["events"])
+        console.print(plugins)
     cfg = json.loads(status.info.get("config", "{}"))
     driver = api.CgroupDriver.Name(runtime_config.linux.cgroup_driver).lower()
     console.print(f"cgroup driver: {driver}   socket: {cfg.get('socket', '?')}   root: {cfg.get('root_dir', '?')}")

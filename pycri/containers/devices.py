@@ -197,7 +197,11 @@ def complete_node(node: cdi.DeviceNode, what: str) -> cdi.DeviceNode:
 
 def cdi_edits(config: api.ContainerConfig, dirs: Sequence[str]) -> list[cdi.Edits]:
     """The edits of the CDI devices ``config`` asks for, device nodes completed from the host."""
-    wanted = cdi.requested([d.name for d in config.CDI_devices], config.annotations)
+    return resolve_cdi(cdi.requested([d.name for d in config.CDI_devices], config.annotations), dirs)
+
+
+def resolve_cdi(wanted: list[tuple[str, str]], dirs: Sequence[str]) -> list[cdi.Edits]:
+    """The edits of the (field, qualified name) CDI devices ``wanted``, device nodes completed from the host."""
     if not wanted:
         return []
     if not dirs:

@@ -20,14 +20,14 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
 
 from pycri import errors
 from pycri.api import api_pb2 as api
 from pycri.config import Config
-from pycri.containers import image_volumes
+from pycri.containers import devices, image_volumes
 from pycri.containers import rootfs as rootfs_mod
 from pycri.containers.model import CRI_STATES, STEP_CREATED, STEP_DIR, STEP_ROOTFS, Container, State
 from pycri.containers.registry import ContainerRegistry
@@ -35,6 +35,9 @@ from pycri.containers.specs import HOST
 from pycri.host.tree import remove_tree
 from pycri.images.records import ImageRecord
 from pycri.images.service import ImageService
+from pycri.nri import adjust as nri_adjust
+from pycri.nri import api_pb2 as nri_api
+from pycri.nri import convert as nri_convert
 from pycri.oci import container_spec
 from pycri.oci.interface import (
     AttachSession,
@@ -50,6 +53,9 @@ from pycri.sandboxes.model import Sandbox
 from pycri.sandboxes.model import State as SandboxState
 from pycri.sandboxes.registry import SandboxRegistry
 from pycri.sandboxes.service import match_labels
+
+if TYPE_CHECKING:
+    from pycri.containers.nri import NRI
 
 log = logging.getLogger("pycri.containers")
 
@@ -101,8 +107,13 @@ class ContainerService:
         registry: ContainerRegistry,
         build_spec: SpecBuilder,
         retired_handler: Callable[[str, str, str], RuntimeImpl] | None = None,
+        nri: NRI | None = None,
     ) -> None:
         self.cfg = cfg
+        # NRI plugins' hooks (None, or disabled: no hooks); the containers whose StopContainer they were told of.
+        self.nri = nri
+        self._nri_stopped: set[str] = set()
+        self._nri_updates: set[asyncio.Task[None]] = set()
         self.store = store
         self.handlers = handlers
         self.sandboxes = sandboxes
@@ -174,7 +185,18 @@ class ContainerService:
 
     # -- create / start -----------------------------------------------------------------------
 
+    def _no_nri_sync(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """No NRI plugin joins (is synchronized) while a container is made or removed within."""
+        return self.nri.no_sync() if self.nri is not None and self.nri.enabled else contextlib.nullcontext()
+
     async def create(self, sandbox_id: str, config: api.ContainerConfig, sandbox_config: api.PodSandboxConfig) -> Container:
+        async with self._no_nri_sync():
+            container = await self._create(sandbox_id, config)
+        if self.nri is not None:
+            await self.nri.post_create_container(container)
+        return container
+
+    async def _create(self, sandbox_id: str, config: api.ContainerConfig) -> Container:
         sandbox = self.sandboxes.get(sandbox_id)
         if sandbox.state is not SandboxState.READY:
             raise errors.FailedPrecondition(f"pod sandbox {sandbox.id} is not ready")
@@ -265,6 +287,14 @@ class ContainerService:
         await asyncio.to_thread(self._make_rootfs, container, sandbox)
         spec, user = await self.build_spec(container, sandbox, image_config)
         container.uid, container.gid, container.supplemental_groups = user
+        if self.nri is not None:  # the container stays CREATING (unlisted) while plugins look at it
+            reply = await self.nri.create_container(container, spec)
+            if reply is not None:
+                if reply.HasField("adjust"):
+                    wanted = [(f"NRI adjustment CDI_devices[{i}]", d.name) for i, d in enumerate(reply.adjust.CDI_devices)]
+                    edits = await asyncio.to_thread(devices.resolve_cdi, wanted, self.cfg.cdi_spec_dirs) if wanted else []
+                    spec = nri_adjust.apply(spec, reply.adjust, edits)
+                self._apply_nri_updates_later(container, list(reply.update))
         await asyncio.to_thread(self._write_bundle, container, spec)
         container.state = State.CREATED
         await self._save(container)
@@ -331,6 +361,8 @@ class ContainerService:
                 raise errors.FailedPrecondition(
                     f"container {container.id} is {container.state.value}, not created: only a created container can start"
                 )
+            if self.nri is not None:  # a plugin's refusal fails the start; the container stays CREATED
+                await self.nri.start_container(container)
             try:
                 await self._create_in_runtime(container)
                 started = time.time_ns()  # before the start: a process that exits at once ends after it
@@ -344,6 +376,8 @@ class ContainerService:
             await self._save(container)
             self._watch(container)
         log.info("container %s started (pid %d)", container.id, container.pid)
+        if self.nri is not None:
+            await self.nri.post_start_container(container)
 
     # -- exits ------------------------------------------------------------------------------------
 
@@ -394,6 +428,26 @@ class ContainerService:
         await self._save(container)
         self._release_runtime(container)
         log.info("container %s exited with %d (%s)", container.id, container.exit_code, container.reason)
+        await self._nri_stop(container)
+
+    async def _nri_stop(self, container: Container) -> None:
+        """Tell NRI plugins the container has stopped, once; the updates of others they ask for follow."""
+        if self.nri is not None and container.id not in self._nri_stopped:
+            self._nri_stopped.add(container.id)
+            self._apply_nri_updates_later(container, await self.nri.stop_container(container))
+
+    def _apply_nri_updates_later(self, container: Container, updates: list[nri_api.ContainerUpdate]) -> None:
+        """Plugins' updates of other containers, carried out without holding ``container``'s lock."""
+        others = [u for u in updates if u.container_id != container.id]
+        if others:
+            task = asyncio.create_task(self._apply_nri_updates_logged(others))
+            self._nri_updates.add(task)
+            task.add_done_callback(self._nri_updates.discard)
+
+    async def _apply_nri_updates_logged(self, updates: list[nri_api.ContainerUpdate]) -> None:
+        failed = await self.apply_nri_updates(updates)
+        if failed:
+            log.warning("NRI: %d updates of other containers failed", len(failed))
 
     def _termination_message(self, container: Container) -> str:
         wanted = container.config.annotations.get(TERMINATION_PATH_ANNOTATION)
@@ -468,10 +522,13 @@ class ContainerService:
         container = self.find(cid)
         if container is None:
             return
-        async with self.lock(container.id):
+        async with self._no_nri_sync(), self.lock(container.id):
             if container.id not in self.containers:
                 return
             await self._stop(container, 0)
+            if self.nri is not None:
+                await self.nri.remove_container(container)
+            self._nri_stopped.discard(container.id)
             container.state = State.REMOVING
             await self._save(container)
             self._forget(container)
@@ -641,16 +698,61 @@ class ContainerService:
             oci_resources = container_spec.linux_resources(
                 resources, swap_controller=HOST.swap, hugetlb_controller=HOST.hugetlb, what="linux"
             )
-            if STEP_CREATED not in container.steps:
-                # Not in the runtime yet: the new limits go into the bundle it will be created from.
-                await asyncio.to_thread(self._update_bundle_resources, container, oci_resources)
-            else:
-                try:
-                    await self.runtime(container).update_resources(self.in_runtime(container), oci_resources)
-                except RuntimeCommandError as exc:
-                    raise errors.Internal(f"updating resources of {container.id}: {exc}") from exc
+            if self.nri is not None:  # plugins may change the new resources (or refuse them) and update others
+                updates = await self.nri.update_container(container, nri_convert.resources_from_oci(oci_resources))
+                for update in updates:
+                    if update.container_id == container.id:
+                        oci_resources = nri_convert.resources_to_oci(update.linux.resources)
+                self._apply_nri_updates_later(container, updates)
+            await self._apply_resources(container, oci_resources)
             container.resources = json_format.MessageToDict(resources, preserving_proto_field_name=True)
             await self._save(container)
+        if self.nri is not None:
+            await self.nri.post_update_container(container)
+
+    async def _apply_resources(self, container: Container, oci_resources: dict[str, Any]) -> None:
+        """OCI ``linux.resources`` for a created or running container: to its bundle or through its runtime."""
+        if STEP_CREATED not in container.steps:
+            # Not in the runtime yet: the new limits go into the bundle it will be created from.
+            await asyncio.to_thread(self._update_bundle_resources, container, oci_resources)
+        else:
+            try:
+                await self.runtime(container).update_resources(self.in_runtime(container), oci_resources)
+            except RuntimeCommandError as exc:
+                raise errors.Internal(f"updating resources of {container.id}: {exc}") from exc
+
+    async def evict_for_nri(self, evictions: list[nri_api.ContainerEviction]) -> None:
+        """Stop the containers NRI plugins evict, as StopContainer with no grace period does; failures are logged."""
+        for eviction in evictions:
+            log.warning("NRI: evicting container %s: %s", eviction.container_id, eviction.reason or "(no reason given)")
+            try:
+                await self.stop(eviction.container_id, 0)
+            except Exception as exc:
+                log.error("NRI: evicting container %s failed: %s", eviction.container_id, exc)
+
+    async def apply_nri_updates(self, updates: list[nri_api.ContainerUpdate]) -> list[nri_api.ContainerUpdate]:
+        """Carry out NRI plugins' updates of containers' resources; returns those that failed.
+
+        An update of a container that is gone, or not created or running, fails (and is
+        logged); one marked ``ignore_failure`` is not reported.
+        """
+        failed = []
+        for update in updates:
+            container = self.find(update.container_id)
+            try:
+                if container is None:
+                    raise errors.NotFound(f"container {update.container_id} not found")
+                async with self.lock(container.id):
+                    if container.state not in (State.CREATED, State.RUNNING):
+                        raise errors.FailedPrecondition(f"container {container.id} is {container.state.value}")
+                    oci_resources = nri_convert.resources_to_oci(update.linux.resources)
+                    if oci_resources:
+                        await self._apply_resources(container, oci_resources)
+            except Exception as exc:
+                log.warning("NRI update of container %s failed: %s", update.container_id, exc)
+                if not update.ignore_failure:
+                    failed.append(update)
+        return failed
 
     @staticmethod
     def _update_bundle_resources(container: Container, oci_resources: dict[str, Any]) -> None:
@@ -803,6 +905,7 @@ class ContainerService:
             await self._save(container)
 
     async def close(self) -> None:
+        await asyncio.gather(*self._nri_updates, return_exceptions=True)
         await self.retrier.close()
         await asyncio.gather(*self._releases.values(), return_exceptions=True)
         await self.wait_removed()

@@ -23,8 +23,14 @@ and returns those that failed. ``block_plugin_sync()`` keeps plugins from being 
 Hooks are serialized, as upstream serializes them under one lock: a plugin sees events in
 the order they happen, and joins the call order between two events.
 
-Not here (yet): plugins launched by the runtime from a plugin directory (upstream's
-``/opt/nri/plugins`` with pre-connected sockets), WebAssembly and built-in plugins,
+Pre-installed plugins: ``start()`` runs every executable ``NN-name`` in ``plugin_path``
+(upstream's ``/opt/nri/plugins``), as upstream does, with one end of a socket pair as its
+connection: the environment holds only ``NRI_PLUGIN_NAME``, ``NRI_PLUGIN_IDX`` and
+``NRI_PLUGIN_SOCKET`` (the descriptor's number; upstream makes it 3, pycri passes the
+descriptor under its own number, which plugins read from the variable). A launched plugin
+that fails to register is killed; ``stop()`` kills them all.
+
+Not here (yet): WebAssembly and built-in plugins,
 ``Shutdown`` calls on stop (upstream does not send them either), and metrics.
 """
 
@@ -34,6 +40,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +52,7 @@ from pycri import __version__
 from pycri.nri import api_pb2 as nri
 from pycri.nri import events
 from pycri.nri.owners import ConflictError
-from pycri.nri.plugin import NRIError, Plugin, UpdateFn
+from pycri.nri.plugin import EvictFn, NRIError, Plugin, UpdateFn
 from pycri.nri.result import Result
 
 log = logging.getLogger("pycri.nri")
@@ -66,6 +73,7 @@ class Options:
     # Drop-in configuration: "<dir>/<index>-<name>.conf", else "<dir>/<name>.conf" (upstream's /etc/nri/conf.d).
     plugin_config_dir: str | None = None
     nri_version: str = ""  # the NRI API version the runtime claims in ConfigureRequest
+    plugin_path: str | None = None  # pre-installed plugins ("NN-name" executables) to launch at start
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,33 @@ class PluginInfo:
     index: str
     name: str
     events: int = field(compare=False)
+
+
+def find_plugins(directory: str) -> list[tuple[str, str, str]]:
+    """The pre-installed plugins in ``directory`` as (path, index, name), in name order. Blocking."""
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        log.debug("NRI: no plugin directory %s", directory)
+        return []
+    except OSError as exc:
+        log.error("NRI: cannot read the plugin directory %s: %s", directory, exc)
+        return []
+    found = []
+    for entry in names:
+        path = os.path.join(directory, entry)
+        index, _, name = entry.partition("-")
+        try:
+            events.check_plugin_index(index)
+            events.check_plugin_name(name)
+        except ValueError as exc:
+            log.warning("NRI: %s is not a plugin (NN-name): %s; skipped", path, exc)
+            continue
+        if not os.path.isfile(path) or not os.access(path, os.X_OK):
+            log.warning("NRI: %s is not an executable file; skipped", path)
+            continue
+        found.append((path, index, name))
+    return found
 
 
 class _SyncGate:
@@ -109,15 +144,17 @@ class _SyncGate:
 
 
 class Adaptation:
-    def __init__(self, options: Options, *, sync: SyncFn, update: UpdateFn) -> None:
+    def __init__(self, options: Options, *, sync: SyncFn, update: UpdateFn, evict: EvictFn | None = None) -> None:
         self.options = options
         self._sync = sync
         self._update = update
+        self._evict = evict  # stops the containers plugins evict (UpdateContainers); None: evictions are logged only
         self._plugins: list[Plugin] = []
         self._lock = asyncio.Lock()
         self._gate = _SyncGate()
         self._server: asyncio.AbstractServer | None = None
         self._connecting: set[asyncio.Task[object]] = set()
+        self._launched: list[asyncio.subprocess.Process] = []
 
     # -- plugins --------------------------------------------------------------------------------
 
@@ -146,7 +183,9 @@ class Adaptation:
         Returns the plugin once it is in the call order; None (and the socket closed) when any
         step failed, which is logged.
         """
-        plugin = Plugin(reader, writer, update_fn=self._update, request_timeout=self.options.plugin_request_timeout)
+        plugin = Plugin(
+            reader, writer, update_fn=self._update, evict_fn=self._evict, request_timeout=self.options.plugin_request_timeout
+        )
         try:
             await plugin.start(
                 runtime_name=self.options.runtime_name,
@@ -160,6 +199,7 @@ class Adaptation:
                 if plugin.closed:
                     raise NRIError("connection closed during synchronization")
                 async with self._lock:
+                    self._prune()  # a plugin of the same name that went away is not listed twice
                     self._plugins.append(plugin)
                     self._plugins.sort(key=lambda p: (p.index, p.name))
         except Exception as exc:
@@ -189,6 +229,47 @@ class Adaptation:
         self._server = await asyncio.start_unix_server(self._accepted, path=path)
         os.chmod(path, 0o600)
         log.info("NRI: listening for plugins on %s", path)
+        if self.options.plugin_path:
+            await self._launch_all(self.options.plugin_path)
+
+    async def _launch_all(self, directory: str) -> None:
+        for path, index, name in await asyncio.to_thread(find_plugins, directory):
+            await self._launch(path, index, name)
+
+    async def _launch(self, path: str, index: str, name: str) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            env = {"NRI_PLUGIN_NAME": name, "NRI_PLUGIN_IDX": index, "NRI_PLUGIN_SOCKET": str(theirs.fileno())}
+            process = await asyncio.create_subprocess_exec(
+                path, env=env, pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL, cwd="/"
+            )
+        except OSError as exc:
+            log.error("NRI: cannot launch plugin %s: %s", path, exc)
+            ours.close()
+            return
+        finally:
+            theirs.close()
+        self._launched.append(process)
+        log.info("NRI: launched plugin %s (pid %d)", path, process.pid)
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        task = asyncio.get_running_loop().create_task(self._connect_launched(process, path, reader, writer))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+
+    async def _connect_launched(
+        self, process: asyncio.subprocess.Process, path: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        if await self.add_connection(reader, writer) is None:
+            log.error("NRI: launched plugin %s did not join; killing it", path)
+            await self._kill(process)
+
+    async def _kill(self, process: asyncio.subprocess.Process) -> None:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+        await process.wait()
+        if process in self._launched:
+            self._launched.remove(process)
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -212,6 +293,8 @@ class Adaptation:
             for plugin in self._plugins:
                 plugin.close()
             self._plugins = []
+        for process in list(self._launched):
+            await self._kill(process)
 
     # -- hooks ----------------------------------------------------------------------------------
 

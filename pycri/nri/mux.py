@@ -14,6 +14,14 @@ What the real peer does (github.com/containerd/nri, ``pkg/net/multiplex/mux.go``
   Frames for an id this side has not opened are dropped.
 * There is no close, reset or flow control per connection; the socket ending ends them all.
 
+Frames this side sends hold at most :data:`SEND_FRAME` (4096) bytes. Upstream's reader hands
+each frame whole to one ``Read`` of the ttrpc channel above it, whose ``bufio.Reader`` reads
+into its 4096-byte buffer whenever the caller wants fewer bytes than that (a ttrpc header, the
+tail of a message); a longer frame then fails that read with ENOMEM ("error receiving
+message: cannot allocate memory") and the message is lost. Go's own writer never sends such a
+frame in those places because its ``bufio.Writer`` writes the start of each message in
+4096-byte pieces; frames of at most 4096 bytes fit every read the peer makes.
+
 Deviation: upstream reads a frame of any announced length; :class:`Mux` refuses one longer
 than :data:`MAX_PAYLOAD` (no conforming peer sends one) with :class:`MuxError`, so a corrupt
 header cannot make it buffer gigabytes. The driver then closes the socket.
@@ -30,6 +38,7 @@ from pycri.nri.ttrpc import MAX_MESSAGE_LENGTH as TTRPC_MAX_MESSAGE_LENGTH
 HEADER = struct.Struct(">II")
 HEADER_LENGTH = HEADER.size  # 8
 MAX_PAYLOAD = TTRPC_HEADER_LENGTH + TTRPC_MAX_MESSAGE_LENGTH
+SEND_FRAME = 4096  # the size of the peer's bufio.Reader buffer (above)
 
 RESERVED_CONN = 0
 PLUGIN_SERVICE_CONN = 1
@@ -49,8 +58,9 @@ class MuxData:
 class Mux:
     """Frames out for :meth:`send`, payloads in for the connections :meth:`open`-ed."""
 
-    def __init__(self, *, max_payload: int = MAX_PAYLOAD) -> None:
-        self.max_payload = max_payload
+    def __init__(self, *, max_payload: int = MAX_PAYLOAD, send_frame: int = SEND_FRAME) -> None:
+        self.max_payload = max_payload  # the longest frame accepted
+        self.send_frame = min(send_frame, max_payload)  # the longest frame sent
         self._open: set[int] = set()
         self._buffer = bytearray()
         self._out = bytearray()
@@ -68,12 +78,12 @@ class Mux:
         self._open.discard(conn_id)
 
     def send(self, conn_id: int, data: bytes) -> None:
-        """Queue ``data`` for ``conn_id``, in frames of at most ``max_payload`` bytes."""
+        """Queue ``data`` for ``conn_id``, in frames of at most ``send_frame`` bytes."""
         if conn_id == RESERVED_CONN:
             raise ValueError(f"ConnID {conn_id} is reserved")
         view = memoryview(data)
         while True:
-            chunk = view[: self.max_payload]
+            chunk = view[: self.send_frame]
             self._out += HEADER.pack(conn_id, len(chunk))
             self._out += chunk
             view = view[len(chunk) :]

@@ -34,6 +34,7 @@ log = logging.getLogger("pycri.nri")
 M = TypeVar("M", bound=Message)
 
 UpdateFn = Callable[[list[nri.ContainerUpdate]], Awaitable[list[nri.ContainerUpdate]]]
+EvictFn = Callable[[list[nri.ContainerEviction]], Awaitable[None]]
 
 # The Plugin service's method for each event.
 EVENT_METHODS: dict[int, str] = {
@@ -84,6 +85,7 @@ class Plugin:
         writer: asyncio.StreamWriter,
         *,
         update_fn: UpdateFn,
+        evict_fn: EvictFn | None = None,
         request_timeout: float,
     ) -> None:
         self.name = ""
@@ -91,6 +93,7 @@ class Plugin:
         self.events = 0
         self.request_timeout = request_timeout
         self.update_fn = update_fn
+        self.evict_fn = evict_fn
         self._registered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._warned: set[int] = set()
         self.channel = Channel(
@@ -142,7 +145,12 @@ class Plugin:
 
     async def _update_containers(self, request: nri.UpdateContainersRequest) -> nri.UpdateContainersResponse:
         log.info("NRI plugin %s requested container updates", self.full_name)
-        failed = await self.update_fn(list(request.update))
+        failed = await self.update_fn(list(request.update)) if request.update else []
+        if request.evict:
+            if self.evict_fn is None:
+                log.warning("NRI plugin %s asked for evictions, which this runtime does not carry out", self.full_name)
+            else:
+                await self.evict_fn(list(request.evict))
         return nri.UpdateContainersResponse(failed=failed)
 
     # -- registration and configuration ---------------------------------------------------------

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -153,6 +154,11 @@ class Stub:
         reader, writer = await asyncio.open_unix_connection(path)
         await self.start(reader, writer)
 
+    async def connect_inherited(self, fd: int) -> None:
+        """Register over the socket a runtime handed this plugin when it launched it (``NRI_PLUGIN_SOCKET``)."""
+        reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=fd))
+        await self.start(reader, writer)
+
     async def start(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Register over an already connected socket, and wait to be configured.
 
@@ -203,14 +209,20 @@ class Stub:
         if self.channel is not None:
             self.channel.close()
 
-    async def update_containers(self, updates: Sequence[nri.ContainerUpdate], *, timeout: float | None = None) -> Updates:
-        """Ask the runtime to update containers on the plugin's own initiative; the updates that failed."""
+    async def update_containers(
+        self,
+        updates: Sequence[nri.ContainerUpdate],
+        *,
+        evict: Sequence[nri.ContainerEviction] = (),
+        timeout: float | None = None,
+    ) -> Updates:
+        """Ask the runtime to update (and evict) containers on the plugin's own initiative; the updates that failed."""
         if self.channel is None:
             raise ttrpc.ConnectionClosed("not connected")
         reply = await self.channel.call(
             events.RUNTIME_SERVICE,
             "UpdateContainers",
-            nri.UpdateContainersRequest(update=updates),
+            nri.UpdateContainersRequest(update=updates, evict=evict),
             nri.UpdateContainersResponse,
             timeout=timeout if timeout is not None else self.request_timeout,
         )

@@ -21,7 +21,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pycri import errors
 from pycri.api import api_pb2 as api
@@ -47,6 +47,9 @@ from pycri.sandboxes.model import (
 )
 from pycri.sandboxes.registry import SandboxRegistry
 from pycri.store import Store
+
+if TYPE_CHECKING:
+    from pycri.containers.nri import NRI
 
 log = logging.getLogger("pycri.sandboxes")
 
@@ -106,8 +109,12 @@ class SandboxService:
         containers: ContainerHooks | None = None,
         userns_supported: Callable[[str], Awaitable[bool]] | None = None,
         retired_handler: Callable[[str, str, str], RuntimeImpl] | None = None,
+        nri: NRI | None = None,
     ) -> None:
         self.cfg = cfg
+        # NRI plugins' hooks (None, or disabled: no hooks); the pods whose StopPodSandbox they were told of.
+        self.nri = nri
+        self._nri_stopped: set[str] = set()
         self.store = store
         self.handlers = handlers
         self.network = network
@@ -212,7 +219,15 @@ class SandboxService:
                 raise errors.InvalidArgument(f"config.port_mappings[{i}]: ports must be within 1..65535")
         return own_userns
 
+    def _no_nri_sync(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """No NRI plugin joins (is synchronized) while a pod is made or removed within."""
+        return self.nri.no_sync() if self.nri is not None and self.nri.enabled else contextlib.nullcontext()
+
     async def run(self, config: api.PodSandboxConfig, runtime_handler: str) -> Sandbox:
+        async with self._no_nri_sync():
+            return await self._run(config, runtime_handler)
+
+    async def _run(self, config: api.PodSandboxConfig, runtime_handler: str) -> Sandbox:
         if self._validate(config, runtime_handler) is not None:
             handler = runtime_handler or self.cfg.default_runtime
             if self.userns_supported is None or not await self.userns_supported(handler):
@@ -341,6 +356,8 @@ class SandboxService:
         sandbox.infra_pid = await runtime.create(infra)
         sandbox.infra_pid_start = start_time(sandbox.infra_pid)
         await runtime.start(infra)
+        if self.nri is not None:  # the pod stays CREATING (unlisted) while plugins look at it; a refusal undoes it
+            await self.nri.run_pod_sandbox(sandbox)
         sandbox.state = State.READY
         await self._save(sandbox)
 
@@ -443,6 +460,7 @@ class SandboxService:
             return  # already gone: success, as kubelet expects
         async with self.lock(sandbox.id):
             await self.containers.stop_containers(sandbox.id)
+            await self._nri_stop(sandbox)
             if STEP_INFRA in sandbox.steps:
                 await self._kill_infra(sandbox)
             if not sandbox.network_torn_down and STEP_NETNS in sandbox.steps:
@@ -463,12 +481,23 @@ class SandboxService:
         sandbox = self.find(id_or_prefix)
         if sandbox is None:
             return
-        await self.containers.remove_containers(sandbox.id)  # raises while any of them is not cleaned up
-        async with self.lock(sandbox.id):
-            if sandbox.id not in self.sandboxes:
-                return  # removed meanwhile
-            await self._destroy(sandbox)
+        async with self._no_nri_sync():
+            await self.containers.remove_containers(sandbox.id)  # raises while any of them is not cleaned up
+            async with self.lock(sandbox.id):
+                if sandbox.id not in self.sandboxes:
+                    return  # removed meanwhile
+                await self._nri_stop(sandbox)
+                if self.nri is not None:
+                    await self.nri.remove_pod_sandbox(sandbox)
+                await self._destroy(sandbox)
+                self._nri_stopped.discard(sandbox.id)
         log.info("pod %s/%s (%s) removed", sandbox.metadata.namespace, sandbox.metadata.name, sandbox.id)
+
+    async def _nri_stop(self, sandbox: Sandbox) -> None:
+        """Tell NRI plugins the pod stops, once: its containers are stopped, its infra container still runs."""
+        if self.nri is not None and sandbox.id not in self._nri_stopped:
+            self._nri_stopped.add(sandbox.id)
+            await self.nri.stop_pod_sandbox(sandbox)
 
     async def _destroy(self, sandbox: Sandbox) -> None:
         """Undo every step ``sandbox`` records, in reverse, then forget it. Safe to repeat after a failure."""
@@ -501,11 +530,15 @@ class SandboxService:
         """Record the pod-level resources kubelet has applied to the pod cgroup (after a resize)."""
         sandbox = self.get(id_or_prefix)
         async with self.lock(sandbox.id):
+            if self.nri is not None:
+                await self.nri.update_pod_sandbox(sandbox, overhead, resources)
             if resources is not None:
                 sandbox.config.linux.resources.CopyFrom(resources)
             if overhead is not None:
                 sandbox.config.linux.overhead.CopyFrom(overhead)
             await self._save(sandbox)
+            if self.nri is not None:
+                await self.nri.post_update_pod_sandbox(sandbox)
 
     # -- queries ----------------------------------------------------------------------------------
 

@@ -283,7 +283,7 @@ def test_mux_frame_layout_and_reserved_id() -> None:
 
 
 def test_mux_splits_large_writes_and_reassembles_them() -> None:
-    sender, receiver = Mux(), Mux()
+    sender, receiver = Mux(send_frame=MAX_PAYLOAD), Mux()
     receiver.open(PLUGIN_SERVICE_CONN)
     payload = bytes(range(256)) * ((MAX_PAYLOAD * 2) // 256 + 3)
     sender.send(PLUGIN_SERVICE_CONN, payload)
@@ -292,6 +292,22 @@ def test_mux_splits_large_writes_and_reassembles_them() -> None:
     assert len(wire) == len(payload) + 8 * 3
     got = b"".join(item.data for i in range(0, len(wire), 65536) for item in receiver.receive_data(wire[i : i + 65536]))
     assert got == payload
+
+
+def test_mux_sends_frames_no_longer_than_the_go_peer_reads_at_once() -> None:
+    """Upstream's ttrpc reads through a 4096-byte bufio.Reader: a longer frame fails its read with ENOMEM."""
+    sender, receiver = Mux(), Mux()
+    receiver.open(PLUGIN_SERVICE_CONN)
+    payload = bytes(range(256)) * 40  # 10240 bytes
+    sender.send(PLUGIN_SERVICE_CONN, payload)
+    wire = sender.data_to_send()
+    lengths, offset = [], 0
+    while offset < len(wire):
+        _, length = struct.unpack(">II", wire[offset : offset + 8])
+        lengths.append(length)
+        offset += 8 + length
+    assert lengths == [4096, 4096, 2048]
+    assert b"".join(item.data for item in receiver.receive_data(wire)) == payload
 
 
 def test_mux_interleaves_connections_and_drops_unopened_ones() -> None:
