@@ -55,11 +55,14 @@ from pycri.server.image_pull import ImagePullService
 from pycri.server.image_remove import ImageRemoveService
 from pycri.server.image_status import ImageStatusService
 from pycri.server.imagefs_info import ImageFsInfoService
+from pycri.server.metrics import MetricsService
 from pycri.server.runtime_info import RuntimeInfoService
 from pycri.server.sandbox_run import SandboxRunService
+from pycri.server.sandbox_stats import SandboxStatsService
 from pycri.server.sandbox_status import SandboxStatusService
 from pycri.server.sandbox_stop import SandboxStopService
 from pycri.server.streaming import StreamingService
+from pycri.stats.service import StatsService
 from pycri.store import Store
 from pycri.streaming.server import StreamingServer
 
@@ -151,6 +154,7 @@ class Daemon:
         self.images: ImageService | None = None
         self.sandboxes: SandboxService | None = None
         self.containers: ContainerService | None = None
+        self.stats: StatsService | None = None
         self.servers: list[grpc.aio.Server] = []
         self.streaming: StreamingServer | None = None
         self.bound: list[Path] = []
@@ -213,6 +217,9 @@ class Daemon:
         await self.sandboxes.recover()
         await self.containers.recover()
         await self.images.start()
+        self.stats = StatsService(cfg, containers, pods)
+        self.images.on_change.append(self.stats.images_changed)
+        await self.stats.start()
         self.streaming = StreamingServer(
             StreamingBackend(self.containers, self.sandboxes), cfg.streaming.address, cfg.streaming.port, streaming_tls(cfg)
         )
@@ -224,14 +231,16 @@ class Daemon:
             ContainerStopService(self.containers),
             ContainerStatusService(self.containers),
             ContainerExecService(self.containers),
-            ContainerStatsService(self.containers),
+            ContainerStatsService(self.containers, self.stats),
             SandboxRunService(self.sandboxes),
             SandboxStopService(self.sandboxes),
             SandboxStatusService(self.sandboxes),
+            SandboxStatsService(self.sandboxes, self.stats),
+            MetricsService(self.sandboxes, self.stats),
             ImagePullService(self.images, list(cfg.runtimes)),
             ImageStatusService(self.images),
             ImageRemoveService(self.images),
-            ImageFsInfoService(self.images),
+            ImageFsInfoService(self.stats),
         ]
         main = build_server(families, extra_handlers=[admin_handler(AdminService(self.images))])
         self.servers.append(main)
@@ -249,6 +258,8 @@ class Daemon:
         for path in self.bound:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+        if self.stats is not None:
+            await self.stats.close()
         if self.containers is not None:
             await self.containers.close()
         if self.images is not None:
