@@ -38,6 +38,7 @@ UNLIMITED = 1 << 62
 
 # The v1 controllers the readers use.
 V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids", "blkio")
+V1_CONTROLLERS_DETAIL = ("cpuacct", "cpu", "memory", "pids", "blkio")
 
 
 class Style(enum.Enum):
@@ -259,14 +260,24 @@ class Detail:
     io: tuple[IoDevice, ...] = ()
 
 
-def _read_text(path: Path) -> str | None:
+def _read_text(path: str | Path) -> str | None:
+    """A small kernel file, whole (os-level: pathlib's overhead is most of a cgroup read's cost)."""
     try:
-        return path.read_text()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode(errors="replace")
 
 
-def _read_int(path: Path) -> int | None:
+def _read_int(path: str) -> int | None:
     text = _read_text(path)
     if text is None:
         return None
@@ -276,17 +287,23 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
-def _read_limit(path: Path) -> int | None:
+def _read_limit(path: str) -> int | None:
     """A limit file: ``max`` (v2) or a huge number (v1) mean no limit."""
     value = _read_int(path)
     return value if value is not None and 0 <= value < UNLIMITED else None
 
 
-def _read_keyed(path: Path) -> dict[str, int]:
+def _read_keyed(path: str) -> dict[str, int]:
     """A flat keyed file (``key value`` per line) such as memory.stat or cpu.stat."""
     text = _read_text(path)
     if text is None:
         return {}
+    words = text.split()
+    if len(words) == 2 * text.count("\n"):  # the usual shape: pairs only, read at C speed
+        try:
+            return dict(zip(words[::2], map(int, words[1::2]), strict=True))
+        except ValueError:
+            pass
     out: dict[str, int] = {}
     for line in text.splitlines():
         parts = line.split()
@@ -298,8 +315,8 @@ def _read_keyed(path: Path) -> dict[str, int]:
     return out
 
 
-def _join_path(mountpoint: str, cgroups_path: str) -> Path:
-    return Path(mountpoint) / cgroups_path.lstrip("/")
+def _join_path(mountpoint: str, cgroups_path: str) -> str:
+    return posixpath.join(mountpoint, cgroups_path.lstrip("/"))
 
 
 def _working_set(usage: int | None, inactive_file: int | None) -> int | None:
@@ -313,20 +330,22 @@ def _total(stat: Mapping[str, int], key: str) -> int | None:
     return stat.get("total_" + key, stat.get(key))
 
 
-def _usage_v1(cpu_dir: Path | None, mem_dir: Path | None) -> Usage | None:
-    cpu_present = cpu_dir is not None and cpu_dir.is_dir()
-    mem_present = mem_dir is not None and mem_dir.is_dir()
-    if not cpu_present and not mem_present:
-        return None
-    cpu = _read_int(cpu_dir / "cpuacct.usage") if cpu_present and cpu_dir else None
-    if not mem_present or mem_dir is None:
-        return Usage(cpu_usage_ns=cpu)
-    usage = _read_int(mem_dir / "memory.usage_in_bytes")
-    stat = _read_keyed(mem_dir / "memory.stat")
-    limit = _read_limit(mem_dir / "memory.limit_in_bytes")
-    memsw_usage = _read_int(mem_dir / "memory.memsw.usage_in_bytes")
+def _usage_v1(cpu_dir: str | None, mem_dir: str | None) -> Usage | None:
+    cpu = _read_int(f"{cpu_dir}/cpuacct.usage") if cpu_dir is not None else None
+    usage = _read_int(f"{mem_dir}/memory.usage_in_bytes") if mem_dir is not None else None
+    if usage is None:
+        # No memory figures: a cgroup with none of its files, or one that does not exist at all.
+        mem_present = mem_dir is not None and os.path.isdir(mem_dir)
+        if cpu is None and not mem_present and not (cpu_dir is not None and os.path.isdir(cpu_dir)):
+            return None
+        if not mem_present:
+            return Usage(cpu_usage_ns=cpu)
+    assert mem_dir is not None
+    stat = _read_keyed(f"{mem_dir}/memory.stat")
+    limit = _read_limit(f"{mem_dir}/memory.limit_in_bytes")
+    memsw_usage = _read_int(f"{mem_dir}/memory.memsw.usage_in_bytes")
     swap_usage = max(memsw_usage - usage, 0) if memsw_usage is not None and usage is not None else None
-    memsw_limit = _read_limit(mem_dir / "memory.memsw.limit_in_bytes")
+    memsw_limit = _read_limit(f"{mem_dir}/memory.memsw.limit_in_bytes")
     swap_limit = max(memsw_limit - limit, 0) if memsw_limit is not None and limit is not None else None
     return Usage(
         cpu_usage_ns=cpu,
@@ -341,7 +360,7 @@ def _usage_v1(cpu_dir: Path | None, mem_dir: Path | None) -> Usage | None:
     )
 
 
-def read_pressure(path: Path) -> Pressure | None:
+def read_pressure(path: str | Path) -> Pressure | None:
     """A PSI file (``some avg10=0.00 avg60=0.00 avg300=0.00 total=0`` and a ``full`` line)."""
     text = _read_text(path)
     if text is None:
@@ -359,14 +378,14 @@ def read_pressure(path: Path) -> Pressure | None:
     return Pressure(lines.get("some"), lines.get("full")) if lines else None
 
 
-def _usage_v2(path: Path) -> Usage | None:
-    if not path.is_dir():
+def _usage_v2(path: str) -> Usage | None:
+    cpu_stat = _read_keyed(f"{path}/cpu.stat")
+    if not cpu_stat and not os.path.isdir(path):
         return None
-    cpu_stat = _read_keyed(path / "cpu.stat")
     usage_usec = cpu_stat.get("usage_usec")
-    usage = _read_int(path / "memory.current")
-    stat = _read_keyed(path / "memory.stat")
-    pressure = {name: p for name in ("cpu", "memory", "io") if (p := read_pressure(path / f"{name}.pressure")) is not None}
+    usage = _read_int(f"{path}/memory.current")
+    stat = _read_keyed(f"{path}/memory.stat")
+    pressure = {name: p for name in ("cpu", "memory", "io") if (p := read_pressure(f"{path}/{name}.pressure")) is not None}
     return Usage(
         cpu_usage_ns=usage_usec * 1000 if usage_usec is not None else None,
         memory_usage=usage,
@@ -374,9 +393,9 @@ def _usage_v2(path: Path) -> Usage | None:
         rss=stat.get("anon"),
         page_faults=stat.get("pgfault"),
         major_page_faults=stat.get("pgmajfault"),
-        memory_limit=_read_limit(path / "memory.max"),
-        swap_usage=_read_int(path / "memory.swap.current"),
-        swap_limit=_read_limit(path / "memory.swap.max"),
+        memory_limit=_read_limit(f"{path}/memory.max"),
+        swap_usage=_read_int(f"{path}/memory.swap.current"),
+        swap_limit=_read_limit(f"{path}/memory.swap.max"),
         pressure=pressure or None,
     )
 
@@ -384,8 +403,9 @@ def _usage_v2(path: Path) -> Usage | None:
 def read_usage(dirs: CgroupDirs) -> Usage | None:
     """The usage of the cgroup at ``dirs``, or None if it does not exist."""
     if dirs.unified is not None:
-        return _usage_v2(dirs.unified)
-    return _usage_v1(dirs.v1.get("cpuacct"), dirs.v1.get("memory"))
+        return _usage_v2(str(dirs.unified))
+    cpu, memory = dirs.v1.get("cpuacct"), dirs.v1.get("memory")
+    return _usage_v1(str(cpu) if cpu is not None else None, str(memory) if memory is not None else None)
 
 
 def read_v1(cgroups_path: str, mounts: CgroupMounts) -> Usage | None:
@@ -419,10 +439,10 @@ def _cfs_v1(quota: int | None) -> int | None:
     return quota if quota is not None and quota > 0 else None
 
 
-def _io_v1(blkio: Path) -> tuple[IoDevice, ...]:
+def _io_v1(blkio: str) -> tuple[IoDevice, ...]:
     devices: dict[tuple[int, int], dict[str, int]] = {}
     for name, key in (("blkio.throttle.io_service_bytes_recursive", "bytes"), ("blkio.throttle.io_serviced_recursive", "ops")):
-        text = _read_text(blkio / name) or ""
+        text = _read_text(f"{blkio}/{name}") or ""
         for line in text.splitlines():
             parts = line.split()
             if len(parts) != 3 or ":" not in parts[0]:
@@ -438,9 +458,9 @@ def _io_v1(blkio: Path) -> tuple[IoDevice, ...]:
     return tuple(_device(dev, values) for dev, values in sorted(devices.items()))
 
 
-def _io_v2(path: Path) -> tuple[IoDevice, ...]:
+def _io_v2(path: str) -> tuple[IoDevice, ...]:
     found = []
-    for line in (_read_text(path / "io.stat") or "").splitlines():
+    for line in (_read_text(f"{path}/io.stat") or "").splitlines():
         parts = line.split()
         if not parts or ":" not in parts[0]:
             continue
@@ -476,19 +496,19 @@ def _device(dev: tuple[int, int], values: Mapping[str, int]) -> IoDevice:
 
 
 def _detail_v1(dirs: Mapping[str, Path]) -> Detail:
-    cpuacct, cpu, memory, pids, blkio = (dirs.get(c) for c in ("cpuacct", "cpu", "memory", "pids", "blkio"))
+    cpuacct, cpu, memory, pids, blkio = (str(d) if (d := dirs.get(c)) is not None else None for c in V1_CONTROLLERS_DETAIL)
     user = system = None
     if cpuacct is not None:
-        user, system = _read_int(cpuacct / "cpuacct.usage_user"), _read_int(cpuacct / "cpuacct.usage_sys")
+        user, system = _read_int(f"{cpuacct}/cpuacct.usage_user"), _read_int(f"{cpuacct}/cpuacct.usage_sys")
         if user is None or system is None:  # older kernels: cpuacct.stat in clock ticks
-            ticks = _read_keyed(cpuacct / "cpuacct.stat")
+            ticks = _read_keyed(f"{cpuacct}/cpuacct.stat")
             hz = os.sysconf("SC_CLK_TCK") or 100
             user = ticks["user"] * 1_000_000_000 // hz if "user" in ticks else None
             system = ticks["system"] * 1_000_000_000 // hz if "system" in ticks else None
-    throttling = _read_keyed(cpu / "cpu.stat") if cpu is not None else {}
-    stat = _read_keyed(memory / "memory.stat") if memory is not None else {}
-    oom = _read_keyed(memory / "memory.oom_control") if memory is not None else {}
-    threads_max = _read_int(pids / "pids.max") if pids is not None else None
+    throttling = _read_keyed(f"{cpu}/cpu.stat") if cpu is not None else {}
+    stat = _read_keyed(f"{memory}/memory.stat") if memory is not None else {}
+    oom = _read_keyed(f"{memory}/memory.oom_control") if memory is not None else {}
+    threads_max = _read_int(f"{pids}/pids.max") if pids is not None else None
     return Detail(
         cpu_user_ns=user,
         cpu_system_ns=system,
@@ -497,15 +517,15 @@ def _detail_v1(dirs: Mapping[str, Path]) -> Detail:
         cfs_throttled_ns=throttling.get("throttled_time"),
         cache=_total(stat, "cache"),
         mapped_file=_total(stat, "mapped_file"),
-        kernel=_read_int(memory / "memory.kmem.usage_in_bytes") if memory is not None else None,
-        max_usage=_read_int(memory / "memory.max_usage_in_bytes") if memory is not None else None,
-        failcnt=_read_int(memory / "memory.failcnt") if memory is not None else None,
+        kernel=_read_int(f"{memory}/memory.kmem.usage_in_bytes") if memory is not None else None,
+        max_usage=_read_int(f"{memory}/memory.max_usage_in_bytes") if memory is not None else None,
+        failcnt=_read_int(f"{memory}/memory.failcnt") if memory is not None else None,
         oom_kills=oom.get("oom_kill"),
-        memory_reservation=_read_limit(memory / "memory.soft_limit_in_bytes") if memory is not None else None,
-        cpu_shares=_read_int(cpu / "cpu.shares") if cpu is not None else None,
-        cpu_quota_us=_cfs_v1(_read_int(cpu / "cpu.cfs_quota_us")) if cpu is not None else None,
-        cpu_period_us=_read_int(cpu / "cpu.cfs_period_us") if cpu is not None else None,
-        threads=_read_int(pids / "pids.current") if pids is not None else None,
+        memory_reservation=_read_limit(f"{memory}/memory.soft_limit_in_bytes") if memory is not None else None,
+        cpu_shares=_read_int(f"{cpu}/cpu.shares") if cpu is not None else None,
+        cpu_quota_us=_cfs_v1(_read_int(f"{cpu}/cpu.cfs_quota_us")) if cpu is not None else None,
+        cpu_period_us=_read_int(f"{cpu}/cpu.cfs_period_us") if cpu is not None else None,
+        threads=_read_int(f"{pids}/pids.current") if pids is not None else None,
         threads_max=threads_max if threads_max is not None and threads_max > 0 else None,
         io=_io_v1(blkio) if blkio is not None else (),
     )
@@ -516,16 +536,16 @@ def weight_to_shares(weight: int) -> int:
     return 2 + ((weight - 1) * 262142) // 9999
 
 
-def _detail_v2(path: Path) -> Detail:
-    cpu_stat = _read_keyed(path / "cpu.stat")
-    stat = _read_keyed(path / "memory.stat")
-    events = _read_keyed(path / "memory.events")
+def _detail_v2(path: str) -> Detail:
+    cpu_stat = _read_keyed(f"{path}/cpu.stat")
+    stat = _read_keyed(f"{path}/memory.stat")
+    events = _read_keyed(f"{path}/memory.events")
     quota = period = None
-    parts = (_read_text(path / "cpu.max") or "").split()
+    parts = (_read_text(f"{path}/cpu.max") or "").split()
     if len(parts) == 2:
         quota = int(parts[0]) if parts[0].isdigit() else None
         period = int(parts[1]) if parts[1].isdigit() else None
-    weight = _read_int(path / "cpu.weight")
+    weight = _read_int(f"{path}/cpu.weight")
     kernel = stat.get("kernel")
     if kernel is None and "kernel_stack" in stat:
         kernel = sum(stat.get(k, 0) for k in ("kernel_stack", "pagetables", "percpu", "sock", "slab", "vmalloc"))
@@ -543,32 +563,45 @@ def _detail_v2(path: Path) -> Detail:
         cache=stat.get("file"),
         mapped_file=stat.get("file_mapped"),
         kernel=kernel,
-        max_usage=_read_int(path / "memory.peak"),
+        max_usage=_read_int(f"{path}/memory.peak"),
         failcnt=events.get("max"),
         oom_kills=events.get("oom_kill"),
-        memory_reservation=_read_limit(path / "memory.low") or None,
+        memory_reservation=_read_limit(f"{path}/memory.low") or None,
         cpu_shares=weight_to_shares(weight) if weight is not None else None,
         cpu_quota_us=quota,
         cpu_period_us=period,
-        threads=_read_int(path / "pids.current"),
-        threads_max=_read_limit(path / "pids.max"),
+        threads=_read_int(f"{path}/pids.current"),
+        threads_max=_read_limit(f"{path}/pids.max"),
         io=_io_v2(path),
     )
 
 
 def read_detail(dirs: CgroupDirs) -> Detail:
     if dirs.unified is not None:
-        return _detail_v2(dirs.unified)
+        return _detail_v2(str(dirs.unified))
     return _detail_v1(dirs.v1)
 
 
 def processes(dirs: CgroupDirs) -> list[int] | None:
     """The processes in the cgroup and its descendants (None when it does not exist)."""
     top = dirs.procs_dir()
-    if top is None or not top.is_dir():
+    if top is None:
         return None
     found: set[int] = set()
-    for current, _, _ in os.walk(top):
-        text = _read_text(Path(current) / "cgroup.procs") or ""
-        found.update(int(line) for line in text.split() if line.isdigit())
+    stack = [str(top)]
+    first = True
+    while stack:
+        current = stack.pop()
+        text = _read_text(f"{current}/cgroup.procs")
+        if text is None:
+            if first:
+                return None
+            continue
+        first = False
+        found.update(int(line) for line in text.split())
+        try:
+            with os.scandir(current) as entries:
+                stack.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
+        except OSError:
+            continue
     return sorted(found)

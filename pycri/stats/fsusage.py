@@ -266,12 +266,34 @@ class WritableLayers:
 
     def totals(self) -> tuple[int, int]:
         with self.lock:
-            used = inodes = 0
-            for tree in self.trees.values():
-                b, i = tree.usage()
-                used += b
-                inodes += i
-            return used, inodes
+            return self._totals()
+
+    def _totals(self) -> tuple[int, int]:
+        used = inodes = 0
+        for tree in self.trees.values():
+            b, i = tree.usage()
+            used += b
+            inodes += i
+        return used, inodes
+
+    def settled_totals(self, live: Mapping[str, str]) -> tuple[int, int] | None:
+        """The totals when there is nothing to take in (``live`` tracked, no event queued, no hot file)
+        and the lock is free now; None otherwise. Cheap enough for the event loop."""
+        if not self.lock.acquire(blocking=False):
+            return None
+        try:
+            if self._hot or self.trees.keys() != live.keys() or self._queued():
+                return None
+            return self._totals()
+        finally:
+            self.lock.release()
+
+    def _queued(self) -> bool:
+        if self._inotify is None:
+            return False
+        poller = select.poll()
+        poller.register(self._inotify.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
 
     # -- scanning -----------------------------------------------------------------------------------
 

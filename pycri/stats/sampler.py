@@ -120,7 +120,7 @@ class Sampler:
         self.host = host
         self.styles = styles
         self.default_style = default_style
-        self._dirs: dict[str, CgroupDirs | None] = {}
+        self._dirs: dict[str, CgroupDirs | None] = {}  # container id or "pod:<id>" -> its cgroup
 
     def style(self, handler: str) -> Style:
         return self.styles.get(handler, self.default_style)
@@ -133,8 +133,11 @@ class Sampler:
 
     def pod_dirs(self, sandbox: Sandbox) -> CgroupDirs | None:
         """The pod's own cgroup (its ``cgroup_parent``, where kubelet sets limits); None when it has none."""
-        parent = sandbox.config.linux.cgroup_parent.rstrip("/")
-        return self.host.dirs(parent, self.style(sandbox.runtime_handler)) if parent else None
+        key = f"pod:{sandbox.id}"
+        if key not in self._dirs:
+            parent = sandbox.config.linux.cgroup_parent.rstrip("/")
+            self._dirs[key] = self.host.dirs(parent, self.style(sandbox.runtime_handler)) if parent else None
+        return self._dirs[key]
 
     def infra_dirs(self, sandbox: Sandbox) -> CgroupDirs | None:
         return self.host.dirs(sandbox.cgroups_path, self.style(sandbox.runtime_handler)) if sandbox.cgroups_path else None
@@ -157,21 +160,22 @@ class Sampler:
         return ContainerSample(container, timestamp_ns, usage, layer, procs)
 
     def pod(self, sandbox: Sandbox, timestamp_ns: int, containers: Sequence[tuple[Container, FsUsage]]) -> PodSample:
-        samples = [self.container(c, timestamp_ns, layer, count=True) for c, layer in containers]
         if sandbox.state is not SandboxState.READY:
+            samples = [self.container(c, timestamp_ns, layer) for c, layer in containers]
             return PodSample(sandbox, timestamp_ns, None, None, None, samples)
-        usage: Usage | None = None
-        count: int | None = None
         pod = self.pod_dirs(sandbox)
-        if pod is not None:
-            usage = read_usage(pod)
-            found = processes(pod) if usage is not None else None
+        usage = read_usage(pod) if pod is not None else None
+        # Without a cgroup of its own, the pod is its infra container's and its containers' together.
+        aggregate = usage is None
+        samples = [self.container(c, timestamp_ns, layer, count=aggregate) for c, layer in containers]
+        count: int | None = None
+        if pod is not None and usage is not None:
+            found = processes(pod)
             count = len(found) if found is not None else None
-        if usage is None:  # no cgroup of its own: the infra container's and the containers' together
+        else:
             infra = self.infra_dirs(sandbox)
             infra_usage = read_usage(infra) if infra is not None else None
-            parts = [u for u in (infra_usage, *(s.usage for s in samples)) if u is not None]
-            usage = add_usages(parts)
+            usage = add_usages([u for u in (infra_usage, *(s.usage for s in samples)) if u is not None])
             infra_procs = processes(infra) if infra is not None and infra_usage is not None else None
             counts = [len(infra_procs)] if infra_procs is not None else []
             counts += [s.process_count for s in samples if s.process_count is not None]

@@ -102,8 +102,8 @@ class StatsService:
             await asyncio.sleep(SYNC_INTERVAL)
             try:
                 await asyncio.to_thread(self.layers.sync, self._live_layers())
-                live = set(self.containers.containers)
-                self.rates.forget(live | {f"pod:{i}" for i in self.sandboxes.sandboxes})
+                live = set(self.containers.containers) | {f"pod:{i}" for i in self.sandboxes.sandboxes}
+                self.rates.forget(live)
                 if self.sampler is not None:
                     self.sampler.forget(live)
                 if time.monotonic() - last_images >= IMAGES_INTERVAL:
@@ -159,7 +159,8 @@ class StatsService:
             self.layers.drain()
             return self.layers.totals()
 
-        used, inodes = await asyncio.to_thread(layers)
+        settled = self.layers.settled_totals(live)  # nothing to take in: no hop to a thread
+        used, inodes = settled if settled is not None else await asyncio.to_thread(layers)
         now = time.time_ns()
         image_mount, container_mount = self._mountpoints
         image_bytes, image_inodes = self._image_usage

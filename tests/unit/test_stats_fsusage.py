@@ -269,3 +269,21 @@ def test_mount_of_the_deepest_and_latest(tmp_path: Path) -> None:
     assert found is not None
     assert found.source == "over"
     assert mount_of(str(tmp_path), None) is not None  # this host's own
+
+
+def test_settled_totals_only_when_there_is_nothing_to_take_in(tmp_path: Path) -> None:
+    layers = WritableLayers(verify_interval=3600, hot_seconds=0)
+    try:
+        upper = tmp_path / "upper"
+        upper.mkdir()
+        live = {"c": str(upper)}
+        layers.track("c", str(upper))
+        assert layers.settled_totals(live) == (0, 0)
+        assert layers.settled_totals({}) is None  # a container to forget first
+        write(upper / "f", 5000)
+        assert layers.settled_totals(live) is None  # events queued
+        layers.drain()  # the file is hot now (for 0 s)
+        layers.drain()  # and cool
+        assert layers.settled_totals(live) == disk_usage(upper)
+    finally:
+        layers.close()
