@@ -485,3 +485,31 @@ def test_pycri_top_once(daemon: DaemonProcess, client: Client, pods: Pods) -> No
     assert burn["cpu_cores"] > 0.2
     assert row["rx_bytes"] is not None
     assert row["rx_per_second"] is not None
+
+
+def test_usage_after_a_restart(image_ref: str, tmp_path: Path) -> None:
+    """A restarted daemon scans the writable layers of the containers it recovers (in the background;
+    a stats call waits for it) and goes on sampling their cgroups."""
+    with DaemonProcess.temporary() as proc:
+        with Client(proc.socket, timeout=60) as client:
+            client.pull_image(api.PullImageRequest(image=api.ImageSpec(image=image_ref)))
+            pods = Pods(client, image_ref, tmp_path)
+            pod = pods.pod("restart")
+            cid = pods.container(pod, "writer")
+            exec_ok(client, cid, "head -c 2097152 /dev/urandom > /data/two")
+            before = container_stats(client, cid).writable_layer
+            assert before.used_bytes.value >= 2 * MiB
+        assert proc.stop() == 0
+        proc.start()
+        with Client(proc.socket, timeout=60) as client:
+            pods.client = client
+            try:
+                after = container_stats(client, cid)
+                assert after.writable_layer.used_bytes.value == before.used_bytes.value
+                assert after.writable_layer.inodes_used.value == before.inodes_used.value
+                assert after.memory.working_set_bytes.value > 0
+                assert pod_stats(client, pod[0]).linux.process.process_count.value >= 2
+                exec_ok(client, cid, "rm /data/two")
+                assert container_stats(client, cid).writable_layer.used_bytes.value < before.used_bytes.value - MiB
+            finally:
+                pods.cleanup()
