@@ -13,10 +13,11 @@ call is in its answer.
 
 Overlayfs reports writes made through it on the upper dir's files on recent kernels
 (6.x: events of the backing file); older ones report creations, deletions, renames and
-attribute changes there, but not the writes. So a regular file stays *hot* for
-``HOT_SECONDS`` after its last event and after its last change in size, and is looked
-at again at every reconciliation meanwhile (a file created and then written is right
-at the next call). A background pass also re-verifies every tracked directory once per
+attribute changes there, but not the writes (:func:`overlay_reports_writes` finds out
+at start). On those, a regular file stays *hot* for ``HOT_SECONDS`` after its last event
+and after its last change in size, and is looked at again at every reconciliation
+meanwhile (a file created and then written is right at the next call); at most
+``HOT_MAX`` files at once. A background pass also re-verifies every tracked directory once per
 ``VERIFY_INTERVAL``, at most ``VERIFY_RATE`` entries a second, which catches what no
 event announced (writes through ``mmap``, a lost event queue): the bounded cost of
 exactness. A tree whose watches cannot be set (``fs.inotify.max_user_watches``) is
@@ -37,6 +38,7 @@ import os
 import posixpath
 import re
 import select
+import shutil
 import stat
 import threading
 import time
@@ -44,6 +46,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pycri.host import mounts
 from pycri.stats import inotify
 from pycri.stats.inotify import Inotify
 
@@ -63,7 +66,7 @@ WATCH_MASK = (
     | inotify.IN_EXCL_UNLINK
 )
 HOT_SECONDS = 30.0
-HOT_MAX = 10_000  # files watched closely at once, all trees together
+HOT_MAX = 1000  # files watched closely at once, all trees together (the most recently changed)
 VERIFY_INTERVAL = 60.0
 VERIFY_RATE = 5000  # entries re-examined per second by the verification pass
 COALESCE = 0.1  # seconds the background waits after an event, so that a burst is read at once
@@ -409,6 +412,8 @@ class WritableLayers:
         return tree.bytes - before
 
     def _heat(self, tree: Tree, d: _Dir, name: str) -> None:
+        if self.hot_seconds <= 0:  # this kernel reports writes through overlayfs
+            return
         key = (id(d), name)
         self._hot.pop(key, None)
         self._hot[key] = (tree, d, self.clock())
@@ -554,6 +559,36 @@ class WritableLayers:
             if self._inotify is not None:
                 self._inotify.close()
                 self._inotify = None
+
+
+def overlay_reports_writes(workdir: Path) -> bool:
+    """Whether a write through an overlay mount raises IN_MODIFY on the upper dir's file (a throw-away
+    overlay under ``workdir``, as root). False when it cannot be found out."""
+    lower, upper, work, merged = (workdir / n for n in ("lower", "upper", "work", "merged"))
+    notify: Inotify | None = None
+    mounted = False
+    try:
+        shutil.rmtree(workdir, ignore_errors=True)
+        for d in (lower, upper, work, merged):
+            d.mkdir(parents=True)
+        mounts.mount("overlay", str(merged), "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work}")
+        mounted = True
+        with open(merged / "probe", "wb") as f:
+            notify = Inotify()
+            notify.add_watch(str(upper), inotify.IN_MODIFY)
+            f.write(b"x")
+            f.flush()
+        return any(e.mask & inotify.IN_MODIFY and e.name == "probe" for e in notify.read())
+    except OSError as exc:
+        log.debug("stats: cannot find out whether overlayfs reports writes: %s", exc)
+        return False
+    finally:
+        if notify is not None:
+            notify.close()
+        if mounted:
+            with contextlib.suppress(OSError):
+                mounts.unmount(str(merged))
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 # -- the image store ------------------------------------------------------------------------------------

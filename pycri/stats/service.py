@@ -29,7 +29,7 @@ from pycri.containers.registry import ContainerRegistry
 from pycri.sandboxes.model import Sandbox
 from pycri.sandboxes.registry import SandboxRegistry
 from pycri.stats.cgroups import HostCgroups, Style, detect_host
-from pycri.stats.fsusage import StoreUsage, WritableLayers, mount_of
+from pycri.stats.fsusage import StoreUsage, WritableLayers, mount_of, overlay_reports_writes
 from pycri.stats.sampler import (
     ContainerSample,
     FsInfo,
@@ -60,6 +60,7 @@ class StatsService:
         self.sandboxes = sandboxes
         self.images_root = Path(cfg.root_dir) / "images"
         self.containers_root = Path(cfg.root_dir) / "containers"
+        self.probe_dir = Path(cfg.state_dir) / "stats-probe"
         self._styles = {name: Style.of(handler.path) for name, handler in cfg.runtimes.items()}
         default = cfg.runtimes.get(cfg.default_runtime)
         self._default_style = Style.of(default.path) if default is not None else Style.RUNC
@@ -81,12 +82,25 @@ class StatsService:
         """Find the cgroups, start the accounting thread, and track the containers there are (in the background)."""
         host = self._host if self._host is not None else await asyncio.to_thread(detect_host)
         self.sampler = Sampler(host, self._styles, self._default_style)
+        if await asyncio.to_thread(overlay_reports_writes, self.probe_dir):
+            self.layers.hot_seconds = 0  # the events say it all: no file needs watching closely
         self.layers.start()
         live = self._live_layers()
-        self._ready = asyncio.create_task(asyncio.to_thread(self.layers.sync, live))
+        self._ready = asyncio.create_task(self._track(live))
         self.images_changed()
         self._periodic = asyncio.create_task(self._every())
-        log.info("stats: cgroups %s; accounting for %d writable layers", host.layout.value, len(live))
+        log.info(
+            "stats: cgroups %s; accounting for %d writable layers (overlayfs %s writes on upper dirs)",
+            host.layout.value,
+            len(live),
+            "reports" if self.layers.hot_seconds <= 0 else "does not report",
+        )
+
+    async def _track(self, live: dict[str, str]) -> None:
+        try:
+            await asyncio.to_thread(self.layers.sync, live)
+        except Exception:  # the calls then track each container they meet
+            log.exception("stats: scanning the writable layers failed")
 
     async def close(self) -> None:
         for task in (self._periodic, self._images_task, self._ready):
@@ -144,8 +158,8 @@ class StatsService:
 
             try:
                 self._image_usage, self._mountpoints = await asyncio.to_thread(measure)
-            except OSError as exc:
-                log.warning("stats: measuring the image store failed: %s", exc)
+            except Exception:  # the last measurement stays; the next change measures again
+                log.exception("stats: measuring the image store failed")
 
     async def filesystems(self) -> tuple[FsUsage, FsUsage]:
         """The image store and the writable layers: used bytes and inodes, and the mount each is on."""
@@ -216,21 +230,14 @@ class StatsService:
             return [sampler.pod(s, now, [(c, self._layer(c, now)) for c in members[s.id]]) for s in sandboxes]
 
         samples = await asyncio.to_thread(sample)
-        out = []
-        for pod in samples:
-            cpu = pod.usage.cpu_usage_ns if pod.usage is not None else None
-            out.append(
-                PodSample(
-                    pod.sandbox,
-                    pod.timestamp_ns,
-                    pod.usage,
-                    pod.interfaces,
-                    pod.process_count,
-                    [self._with_rate(c) for c in pod.containers],
-                    self._rate(f"pod:{pod.sandbox.id}", pod.timestamp_ns, cpu),
-                )
+        return [
+            dataclasses.replace(
+                pod,
+                containers=[self._with_rate(c) for c in pod.containers],
+                nano_cores=self._rate(f"pod:{pod.sandbox.id}", pod.timestamp_ns, pod.usage.cpu_usage_ns if pod.usage else None),
             )
-        return out
+            for pod in samples
+        ]
 
     async def pod_metrics(self, sandboxes: Sequence[Sandbox]) -> list[PodMetrics]:
         sampler = await self._started()

@@ -287,3 +287,14 @@ def test_settled_totals_only_when_there_is_nothing_to_take_in(tmp_path: Path) ->
         assert layers.settled_totals(live) == disk_usage(upper)
     finally:
         layers.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts an overlay")
+def test_overlay_reports_writes_probe(tmp_path: Path) -> None:
+    found = fsusage.overlay_reports_writes(tmp_path / "probe")
+    assert isinstance(found, bool)
+    assert not (tmp_path / "probe").exists()
+    assert str(tmp_path) not in Path("/proc/self/mountinfo").read_text()
+    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    if (major, minor) >= (6, 18):
+        assert found  # what 6.18 does (older ones may not)
