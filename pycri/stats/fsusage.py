@@ -42,7 +42,7 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, KeysView, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -279,13 +279,13 @@ class WritableLayers:
             inodes += i
         return used, inodes
 
-    def settled_totals(self, live: Mapping[str, str]) -> tuple[int, int] | None:
-        """The totals when there is nothing to take in (``live`` tracked, no event queued, no hot file)
-        and the lock is free now; None otherwise. Cheap enough for the event loop."""
+    def settled_totals(self, live: KeysView[str]) -> tuple[int, int] | None:
+        """The totals when there is nothing to take in (exactly ``live`` tracked, no event queued, no hot
+        file) and the lock is free now; None otherwise. Cheap enough for the event loop."""
         if not self.lock.acquire(blocking=False):
             return None
         try:
-            if self._hot or self.trees.keys() != live.keys() or self._queued():
+            if self._hot or self.trees.keys() != live or self._queued():
                 return None
             return self._totals()
         finally:
@@ -294,9 +294,7 @@ class WritableLayers:
     def _queued(self) -> bool:
         if self._inotify is None:
             return False
-        poller = select.poll()
-        poller.register(self._inotify.fileno(), select.POLLIN)
-        return bool(poller.poll(0))
+        return bool(select.select([self._inotify.fd], [], [], 0)[0])
 
     # -- scanning -----------------------------------------------------------------------------------
 

@@ -166,15 +166,17 @@ class StatsService:
         await self._started()
         while self._images_task is not None and not self._images_task.done():
             await asyncio.shield(self._images_task)
-        live = self._live_layers()
+        settled = self.layers.settled_totals(self.containers.containers.keys())  # nothing to take in: no thread
+        if settled is None:
+            live = self._live_layers()
 
-        def layers() -> tuple[int, int]:
-            self.layers.sync(live)
-            self.layers.drain()
-            return self.layers.totals()
+            def layers() -> tuple[int, int]:
+                self.layers.sync(live)
+                self.layers.drain()
+                return self.layers.totals()
 
-        settled = self.layers.settled_totals(live)  # nothing to take in: no hop to a thread
-        used, inodes = settled if settled is not None else await asyncio.to_thread(layers)
+            settled = await asyncio.to_thread(layers)
+        used, inodes = settled
         now = time.time_ns()
         image_mount, container_mount = self._mountpoints
         image_bytes, image_inodes = self._image_usage
