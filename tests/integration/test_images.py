@@ -1113,9 +1113,13 @@ def test_crictl_images(cri: Client, shared_daemon: DaemonProcess, registry: Loca
 
     fsinfo = crictl(shared_daemon, "imagefsinfo", "-o", "json")
     assert fsinfo.returncode == 0, fsinfo.stderr
-    fs = json.loads(fsinfo.stdout)["status"]["imageFilesystems"][0]
-    assert fs["fsId"]["mountpoint"].startswith(shared_daemon.cfg.root_dir)
+    status = json.loads(fsinfo.stdout)["status"]
+    fs = status["imageFilesystems"][0]
+    root_mount = mount_of(shared_daemon.cfg.root_dir)
+    assert root_mount is not None
+    assert fs["fsId"]["mountpoint"] == root_mount.mountpoint  # the mount holding the store
     assert int(fs["usedBytes"]["value"]) > 0
+    assert status["containerFilesystems"][0]["fsId"]["mountpoint"] == root_mount.mountpoint  # not split
 
     removed = crictl(shared_daemon, "rmi", ref)
     assert removed.returncode == 0, removed.stderr
