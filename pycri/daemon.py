@@ -58,11 +58,14 @@ from pycri.server.image_pull import ImagePullService
 from pycri.server.image_remove import ImageRemoveService
 from pycri.server.image_status import ImageStatusService
 from pycri.server.imagefs_info import ImageFsInfoService
+from pycri.server.metrics import MetricsService
 from pycri.server.runtime_info import RuntimeInfoService
 from pycri.server.sandbox_run import SandboxRunService
+from pycri.server.sandbox_stats import SandboxStatsService
 from pycri.server.sandbox_status import SandboxStatusService
 from pycri.server.sandbox_stop import SandboxStopService
 from pycri.server.streaming import StreamingService
+from pycri.stats.service import StatsService
 from pycri.store import Store
 from pycri.streaming.server import StreamingServer
 
@@ -158,6 +161,7 @@ class Daemon:
         self.sandboxes: SandboxService | None = None
         self.containers: ContainerService | None = None
         self.nri: NRI | None = None
+        self.stats: StatsService | None = None
         self.servers: list[grpc.aio.Server] = []
         self.streaming: StreamingServer | None = None
         self.bound: list[Path] = []
@@ -255,6 +259,9 @@ class Daemon:
             await self.store.set_meta(boot.META_KEY, current)  # once recovery is done: a crash in it redoes it
         await self.images.start()
         await self.nri.start()  # after recovery: plugins are synchronized with every pod and container
+        self.stats = StatsService(cfg, containers, pods)
+        self.images.on_change.append(self.stats.images_changed)
+        await self.stats.start()
         self.streaming = StreamingServer(
             StreamingBackend(self.containers, self.sandboxes), cfg.streaming.address, cfg.streaming.port, streaming_tls(cfg)
         )
@@ -266,14 +273,16 @@ class Daemon:
             ContainerStopService(self.containers),
             ContainerStatusService(self.containers),
             ContainerExecService(self.containers),
-            ContainerStatsService(self.containers),
+            ContainerStatsService(self.containers, self.stats),
             SandboxRunService(self.sandboxes),
             SandboxStopService(self.sandboxes),
             SandboxStatusService(self.sandboxes),
+            SandboxStatsService(self.sandboxes, self.stats),
+            MetricsService(self.sandboxes, self.stats),
             ImagePullService(self.images, list(cfg.runtimes)),
             ImageStatusService(self.images),
             ImageRemoveService(self.images),
-            ImageFsInfoService(self.images),
+            ImageFsInfoService(self.stats),
         ]
         main = build_server(families, extra_handlers=[admin_handler(AdminService(self.images))])
         self.servers.append(main)
@@ -293,6 +302,8 @@ class Daemon:
         for path in self.bound:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+        if self.stats is not None:
+            await self.stats.close()
         if self.containers is not None:
             await self.containers.close()
         if self.sandboxes is not None:

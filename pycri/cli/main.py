@@ -3,6 +3,7 @@
 pycri daemon [--config FILE]      run the runtime
 pycri version | info              ask a running daemon (--json for scripts)
 pycri pull | images | import      images: pull with progress, list, import archives (pycri/cli/images.py)
+pycri top                         pods and containers by CPU, memory and network (pycri/cli/top.py)
 pycri doctor                      check this host's prerequisites
 pycri config default | show       print the default / effective configuration
 
@@ -30,6 +31,7 @@ from rich.table import Table
 import pycri
 from pycri import config as config_mod
 from pycri.cli import images as images_cli
+from pycri.cli import top as top_cli
 from pycri.client import Client, ClientError, UnavailableError
 from pycri.client.common import DEFAULT_SOCKET, listening, socket_path
 
@@ -209,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     client_command("version", "show client and runtime versions", cmd_version)
     client_command("info", "show runtime conditions, handlers and configuration", cmd_info)
     images_cli.register(client_command, _socket)
+    top_cli.register(client_command, _socket)
     doc = command("doctor", "check this host's prerequisites and explain the node")
     doc.add_argument("--json", action="store_true", help="machine-readable output")
     doc.set_defaults(func=cmd_doctor)

@@ -12,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
-import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,41 +29,6 @@ from pycri.images.unpack import Limits
 from pycri.store import Store
 
 log = logging.getLogger("pycri.images")
-
-
-@dataclass(frozen=True)
-class Usage:
-    mountpoint: str
-    used_bytes: int
-    inodes_used: int
-    timestamp_ns: int
-
-
-def disk_usage(path: Path) -> tuple[int, int]:
-    """Bytes allocated and inodes used below ``path`` (hard links counted once), like ``du``."""
-    seen: set[tuple[int, int]] = set()
-    used = 0
-    stack = [str(path)]
-    while stack:
-        current = stack.pop()
-        try:
-            entries = os.scandir(current)
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
-            continue
-        with entries:
-            for entry in entries:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                key = (st.st_dev, st.st_ino)
-                if key in seen:
-                    continue
-                seen.add(key)
-                used += st.st_blocks * 512
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-    return used, len(seen)
 
 
 class ImageService:
@@ -85,6 +48,12 @@ class ImageService:
         self._lock = asyncio.Lock()
         self._registry: RegistryClient | None = None
         self._pinned: set[str] = set()
+        # Called after anything that may change what the store holds (pycri.stats measures it again).
+        self.on_change: list[Callable[[], None]] = []
+
+    def _changed(self) -> None:
+        for callback in self.on_change:
+            callback()
 
     def _read_registries(self, cfg: ImagesConfig) -> tuple[registries_conf.RegistriesConf, auth.DockerConfig | None]:
         conf = registries_conf.load(cfg.registries_conf)
@@ -192,6 +161,7 @@ class ImageService:
         finally:
             self.claims.release(pulled.claimed)
         log.info("pulled %s as %s in %.2fs", image, record.id, time.monotonic() - started)
+        self._changed()
         return record
 
     async def _record(
@@ -275,6 +245,7 @@ class ImageService:
             await self.store.images.put(record.to_row())
             self.index.put(record)
         log.info("recorded image %s (%s)", record.id, ", ".join(names) or "untagged")
+        self._changed()
         return record
 
     async def remove(self, text: str) -> ImageRecord | None:
@@ -312,17 +283,4 @@ class ImageService:
             blobs, chains = await asyncio.to_thread(sweep)
         if blobs or chains:
             log.info("garbage collection removed %d blobs and %d layers", blobs, chains)
-
-    async def fs_usage(self) -> tuple[Usage, Usage]:
-        """Usage of the image filesystem and of the containers' writable layers."""
-
-        def measure() -> tuple[Usage, Usage]:
-            now = time.time_ns()
-            image_bytes, image_inodes = disk_usage(self.root)
-            container_bytes, container_inodes = disk_usage(self.container_root)
-            return (
-                Usage(str(self.root), image_bytes, image_inodes, now),
-                Usage(str(self.container_root), container_bytes, container_inodes, now),
-            )
-
-        return await asyncio.to_thread(measure)
+            self._changed()

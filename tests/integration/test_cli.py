@@ -112,8 +112,16 @@ def test_crictl_version_and_info(daemon: DaemonProcess) -> None:
 
 
 @needs_crictl
-def test_crictl_statsp_gets_a_clean_unimplemented(daemon: DaemonProcess) -> None:
-    stats = crictl(daemon, "statsp")
-    assert stats.returncode == 1
-    expected = "code = Unimplemented desc = pycri does not implement runtime.v1.RuntimeService/ListPodSandboxStats yet"
-    assert expected in stats.stderr
+def test_crictl_checkpoint_gets_a_clean_unimplemented(daemon: DaemonProcess) -> None:
+    checkpoint = crictl(daemon, "checkpoint", "--export=/nonexistent/c.tar", "abc")
+    assert checkpoint.returncode == 1
+    expected = "code = Unimplemented desc = pycri does not implement runtime.v1.RuntimeService/CheckpointContainer yet"
+    assert expected in checkpoint.stderr
+
+
+@needs_crictl
+def test_crictl_stats_and_statsp_on_an_empty_node(daemon: DaemonProcess) -> None:
+    for command, header in (("stats", "CONTAINER"), ("statsp", "POD")):
+        shown = crictl(daemon, command)
+        assert shown.returncode == 0, shown.stderr
+        assert header in shown.stdout

@@ -22,6 +22,7 @@ import pycri
 from pycri import config
 from pycri.api import api_pb2 as api
 from pycri.client import Client, InvalidArgumentError, UnavailableError, UnimplementedError
+from pycri.stats.fsusage import mount_of
 from pycri.testing import DaemonProcess
 
 pytestmark = pytest.mark.integration
@@ -58,6 +59,12 @@ IMPLEMENTED: dict[str, tuple[type[Exception], str] | None] = {
     "ContainerStats": (InvalidArgumentError, "container_id: required"),
     "ListContainerStats": None,
     "StreamContainerStats": None,
+    "PodSandboxStats": (InvalidArgumentError, "pod_sandbox_id: required"),
+    "ListPodSandboxStats": None,
+    "StreamPodSandboxStats": None,
+    "ListMetricDescriptors": None,
+    "ListPodSandboxMetrics": None,
+    "StreamPodSandboxMetrics": None,
     "Exec": (InvalidArgumentError, "cmd: required"),
     "Attach": (InvalidArgumentError, "one of stdin, stdout, or stderr must be set"),
     "PortForward": (InvalidArgumentError, "pod_sandbox_id: required"),
@@ -271,7 +278,10 @@ def test_image_socket_serves_images_only() -> None:
                 version(b"", timeout=5)
             assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
         with Client(d.socket, image_socket=d.cfg.image_socket) as c:
-            assert c.image_fs_info().image_filesystems[0].fs_id.mountpoint == f"{d.cfg.root_dir}/images"
+            fs_info = c.image_fs_info()
+            root_mount = mount_of(d.cfg.root_dir)
+            assert root_mount is not None
+            assert fs_info.image_filesystems[0].fs_id.mountpoint == root_mount.mountpoint
         assert stat.S_IMODE(os.stat(d.cfg.image_socket).st_mode) == 0o660
     assert not os.path.exists(d.cfg.image_socket)
 

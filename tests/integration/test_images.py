@@ -35,6 +35,7 @@ import pytest
 from pycri.api import api_pb2 as api
 from pycri.client import Client, ClientError, DeadlineExceededError, NotFoundError
 from pycri.images.manifest import chain_ids
+from pycri.stats.fsusage import mount_of
 from pycri.testing import DaemonProcess
 from tests.integration.conftest import CRICTL
 from tests.support.images import (
@@ -979,12 +980,16 @@ def test_list_and_stream_images(cri: Client, registry: LocalRegistry) -> None:
 def test_image_fs_info(cri: Client, shared_daemon: DaemonProcess, registry: LocalRegistry) -> None:
     root_dir = shared_daemon.cfg.root_dir
 
+    root_mount = mount_of(root_dir)
+    assert root_mount is not None
+
     def usage() -> tuple[int, int]:
         info = cri.image_fs_info()
         assert len(info.image_filesystems) == 1
         assert len(info.container_filesystems) == 1
         for fs in (*info.image_filesystems, *info.container_filesystems):
-            assert fs.fs_id.mountpoint.startswith(root_dir + "/"), fs
+            # The mount holding both (one file system here: the same mount point, no split image fs).
+            assert fs.fs_id.mountpoint == root_mount.mountpoint, fs
             assert abs(fs.timestamp - time.time_ns()) < 60 * 10**9
         fs = info.image_filesystems[0]
         return fs.used_bytes.value, fs.inodes_used.value
@@ -1108,9 +1113,13 @@ def test_crictl_images(cri: Client, shared_daemon: DaemonProcess, registry: Loca
 
     fsinfo = crictl(shared_daemon, "imagefsinfo", "-o", "json")
     assert fsinfo.returncode == 0, fsinfo.stderr
-    fs = json.loads(fsinfo.stdout)["status"]["imageFilesystems"][0]
-    assert fs["fsId"]["mountpoint"].startswith(shared_daemon.cfg.root_dir)
+    status = json.loads(fsinfo.stdout)["status"]
+    fs = status["imageFilesystems"][0]
+    root_mount = mount_of(shared_daemon.cfg.root_dir)
+    assert root_mount is not None
+    assert fs["fsId"]["mountpoint"] == root_mount.mountpoint  # the mount holding the store
     assert int(fs["usedBytes"]["value"]) > 0
+    assert status["containerFilesystems"][0]["fsId"]["mountpoint"] == root_mount.mountpoint  # not split
 
     removed = crictl(shared_daemon, "rmi", ref)
     assert removed.returncode == 0, removed.stderr
