@@ -130,7 +130,7 @@ class StreamingSuite:
 
     def crictl_exec(self, crictl: str, cid: str) -> Result:
         """``crictl exec CONTAINER true``, the whole command: what a person or a script waits for."""
-        argv = [crictl, "--runtime-endpoint", self.endpoint, "exec", cid, "true"]
+        argv = [crictl, "--runtime-endpoint", self.endpoint, "--image-endpoint", self.endpoint, "exec", cid, "true"]
         samples = []
         for i in range(self.args.count + 5):
             start = time.perf_counter()
@@ -154,7 +154,8 @@ class StreamingSuite:
         with socket.socket() as free:
             free.bind(("127.0.0.1", 0))
             port = free.getsockname()[1]
-        argv = [crictl, "--runtime-endpoint", self.endpoint, "port-forward", self.pod_id, f"{port}:{PORT}"]
+        argv = [crictl, "--runtime-endpoint", self.endpoint, "--image-endpoint", self.endpoint]
+        argv += ["port-forward", self.pod_id, f"{port}:{PORT}"]
         forward = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         wanted, results = self.args.megabytes << 20, list[float]()
         try:
